@@ -1,0 +1,6 @@
+"""`python -m conv_adapter fit|validate|test|predict ...`: the shared Lightning CLI."""
+
+from common.cli import main
+
+if __name__ == "__main__":
+    main()
