@@ -1,0 +1,585 @@
+"""COCO panoptic datamodule: images + panoptic JSON + PNG folder, for any panoptic dataset in COCO format.
+
+Expected layout (COCO 2017; the ShapesWorld writer makes the same: ``python -m common.data.synth coco-panoptic
+--out ROOT``)::
+
+    ROOT/train2017/*.jpg                           ROOT/val2017/*.jpg
+    ROOT/annotations/panoptic_train2017.json       ROOT/annotations/panoptic_val2017.json
+    ROOT/annotations/panoptic_train2017/*.png      ROOT/annotations/panoptic_val2017/*.png
+    ROOT/annotations/panoptic_categories.json      (optional: the categories, with "novel": 1 on held-out classes)
+
+Other layouts (e.g. ADE20K converted by Mask2Former's script: ``images/validation``, ``ade20k_panoptic_val.json``,
+``ade20k_panoptic_val/``) are given with ``split_paths``.
+
+Classes: the contiguous class index ``k`` is the position of a category in the categories list (sorted by COCO id);
+``info`` exposes ``num_classes``, ``class_names``, ``is_thing``, ``category_ids`` and the index lists
+``train_classes`` / ``eval_classes`` / ``novel_classes``. A category subset (``train_classes="base"``,
+``eval_classes="novel"`` or a list of names) keeps only those classes' segments: the pixels of other classes become
+VOID (unlabelled) in the targets, and in the evaluation id map, as in open-vocabulary benchmarks.
+
+A sample is ``{"image": float (3, H, W) in [0, 1] (or normalised), "target": {...}}`` with the target holding
+``masks`` (N, H, W) bool (a ``tv_tensors.Mask``), ``labels`` (N,) contiguous class ids, ``iscrowd`` (N,) bool,
+``segment_ids`` (N,), ``image_id``, ``file_name``, ``orig_size`` (H0, W0); evaluation samples also carry what PQ
+needs at the ORIGINAL resolution: ``panoptic`` (H0, W0) int64 segment ids (0 = VOID) and ``segments_info``
+(``[{"id", "category_id" (contiguous), "iscrowd", "isthing"}]``), ready for
+:class:`common.metrics.panoptic.COCOPanopticQuality`. Crowd segments are kept with ``iscrowd=True`` (Mask2Former
+drops them from its training targets: filter on ``~iscrowd``).
+
+Transforms (torchvision.transforms.v2 on a ``tv_tensors.Image`` and the id map as a ``tv_tensors.Mask``):
+training = horizontal flip + large-scale jitter (``ScaleJitter``, scale 0.1-2.0 of the crop size) + fixed-size crop
+(random crop where larger, pad right/bottom where smaller; Mask2Former's LSJ); evaluation = resize the shorter
+side with a maximum long side. Masks that lose every pixel in a crop are dropped.
+
+Bad data: an id in a PNG missing from the JSON, an unknown category, an image/PNG size mismatch, a missing file ->
+a :class:`PanopticDataError` naming the image and the segment (``on_error="raise"``), or the sample is skipped with
+a warning and counted in the batch's ``num_skipped`` (``on_error="skip"``, the default).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from common.data.base import CVDataModule
+from common.paths import data_dir
+
+__all__ = [
+    "PanopticDataError",
+    "PanopticCategory",
+    "load_categories",
+    "resolve_class_subset",
+    "FixedSizeCrop",
+    "panoptic_train_transform",
+    "panoptic_eval_transform",
+    "COCOPanopticDataset",
+    "collate_panoptic",
+    "COCOPanopticDataModule",
+]
+
+SYNTH_COMMAND = "python -m common.data.synth coco-panoptic --out {root}"
+LAYOUT = """\
+    {root}/<images>                e.g. train2017/*.jpg, val2017/*.jpg
+    {root}/annotations/panoptic_<split>.json
+    {root}/annotations/panoptic_<split>/*.png   (RGB, id = R + 256 G + 256^2 B, 0 = VOID)
+    {root}/annotations/panoptic_categories.json (optional; categories with "novel": 1 on held-out classes)"""
+
+
+class PanopticDataError(ValueError):
+    """A broken COCO panoptic dataset or sample (the message names the file, the image and the segment)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# categories
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PanopticCategory:
+    """One category: COCO ``id``, ``name``, ``isthing``, ``color``, ``supercategory`` and whether it is ``novel``."""
+
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int] = (0, 0, 0)
+    supercategory: str = ""
+    novel: bool = False
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise PanopticDataError(f"{path} is not valid JSON ({err})") from None
+
+
+def load_categories(source: str | Path | Sequence[dict[str, Any]]) -> list[PanopticCategory]:
+    """Categories from a list of dicts, a categories JSON (a list) or a panoptic JSON (its ``categories``), sorted by id."""
+    where = "categories"
+    if isinstance(source, (str, Path)):
+        where = str(source)
+        data = _read_json(Path(source))
+        items = data.get("categories") if isinstance(data, dict) else data
+    else:
+        items = source
+    if not items:
+        raise PanopticDataError(f"{where}: no categories found")
+    cats = []
+    for c in items:
+        try:
+            cats.append(PanopticCategory(
+                id=int(c["id"]), name=str(c["name"]), isthing=bool(c.get("isthing", 0)),
+                color=tuple(int(v) for v in c.get("color", (0, 0, 0))), supercategory=str(c.get("supercategory", "")),
+                novel=bool(c.get("novel", 0)),
+            ))
+        except KeyError as err:
+            raise PanopticDataError(f"{where}: a category lacks {err}: {c}") from None
+    ids = [c.id for c in cats]
+    if len(set(ids)) != len(ids):
+        raise PanopticDataError(f"{where}: duplicate category ids")
+    return sorted(cats, key=lambda c: c.id)
+
+
+def resolve_class_subset(
+    spec: str | Sequence[str], categories: Sequence[PanopticCategory], novel: Sequence[str] | None = None
+) -> list[int]:
+    """``"all" | "base" | "novel" | [names]`` -> sorted contiguous class indices."""
+    names = [c.name for c in categories]
+    novel_set = set(novel) if novel is not None else {c.name for c in categories if c.novel}
+    unknown = novel_set - set(names)
+    if unknown:
+        raise PanopticDataError(f"novel classes {sorted(unknown)} are not categories of the dataset ({names})")
+    if isinstance(spec, str):
+        if spec == "all":
+            return list(range(len(names)))
+        if spec in ("base", "novel"):
+            if not novel_set:
+                raise PanopticDataError(
+                    f"class subset {spec!r} needs novel classes: give `novel_classes: [names]` or a categories file "
+                    "whose categories carry \"novel\": 1"
+                )
+            want = spec == "novel"
+            return [i for i, n in enumerate(names) if (n in novel_set) == want]
+        raise PanopticDataError(f"class subset must be 'all', 'base', 'novel' or a list of class names, got {spec!r}")
+    missing = [n for n in spec if n not in names]
+    if missing:
+        raise PanopticDataError(f"class subset names {missing} are not categories of the dataset ({names})")
+    return sorted(names.index(n) for n in spec)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# transforms
+# ----------------------------------------------------------------------------------------------------------------
+class FixedSizeCrop(v2.Transform):
+    """Random crop to ``size`` where the input is larger, then pad right/bottom where smaller (detectron2's
+    FixedSizeCrop, used by Mask2Former's LSJ). Images are padded with ``image_fill``, masks with 0 (VOID)."""
+
+    def __init__(self, size: int | tuple[int, int], image_fill: float = 128.0) -> None:
+        super().__init__()
+        self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.image_fill = image_fill
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        sized = [x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))]
+        h, w = F.get_size(sized[0] if sized else flat_inputs[0])
+        ch, cw = self.size
+        top = int(torch.randint(0, h - ch + 1, ())) if h > ch else 0
+        left = int(torch.randint(0, w - cw + 1, ())) if w > cw else 0
+        return {"top": top, "left": left, "height": min(h, ch), "width": min(w, cw),
+                "pad": [0, 0, max(cw - w, 0), max(ch - h, 0)]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = self._call_kernel(F.crop, inpt, top=params["top"], left=params["left"],
+                                height=params["height"], width=params["width"])
+        if any(params["pad"]):
+            fill = 0 if isinstance(inpt, tv_tensors.Mask) else self.image_fill
+            out = self._call_kernel(F.pad, out, padding=params["pad"], fill=fill)
+        return out
+
+
+def panoptic_train_transform(
+    crop_size: int = 64, scale_range: tuple[float, float] = (0.1, 2.0), flip_prob: float = 0.5
+) -> v2.Compose:
+    """Large-scale jitter: flip, resize by a random scale of ``crop_size`` (aspect kept), fixed-size crop."""
+    return v2.Compose([
+        v2.RandomHorizontalFlip(flip_prob),
+        v2.ScaleJitter(target_size=(crop_size, crop_size), scale_range=tuple(scale_range)),
+        FixedSizeCrop(crop_size),
+    ])
+
+
+def panoptic_eval_transform(short_side: int = 64, max_size: int | None = None) -> v2.Transform:
+    """Resize the shorter side to ``short_side`` keeping the aspect ratio, the long side capped at ``max_size``."""
+    if max_size is not None and max_size <= short_side:
+        raise ValueError(f"eval max_size ({max_size}) must be larger than the short side ({short_side})")
+    return v2.Resize(short_side, max_size=max_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dataset
+# ----------------------------------------------------------------------------------------------------------------
+def _rgb2id(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+class COCOPanopticDataset(Dataset):
+    """One split of a COCO-format panoptic dataset.
+
+    Args:
+        image_dir, json_file, png_dir: the split's images, panoptic JSON and PNG folder.
+        categories: the global class list (contiguous index = position); the JSON's categories must be among them.
+        keep_classes: contiguous indices whose segments are kept (None = all); others become VOID.
+        transform: a v2 transform applied to ``(tv_tensors.Image, tv_tensors.Mask id map)``.
+        with_panoptic: add the original-resolution ``panoptic`` id map and ``segments_info`` (evaluation).
+        on_error: ``"raise"`` a :class:`PanopticDataError`, or ``"skip"`` (warn, return None; the collate counts it).
+        mean, std: optional normalisation of the [0, 1] image.
+        max_samples: use only the first N images (smoke runs).
+    """
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        json_file: str | Path,
+        png_dir: str | Path,
+        categories: Sequence[PanopticCategory],
+        *,
+        keep_classes: Sequence[int] | None = None,
+        transform: Callable[..., Any] | None = None,
+        with_panoptic: bool = False,
+        on_error: Literal["raise", "skip"] = "skip",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        max_samples: int | None = None,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.image_dir, self.json_file, self.png_dir = Path(image_dir), Path(json_file), Path(png_dir)
+        self.categories = list(categories)
+        self.class_of = {c.id: i for i, c in enumerate(self.categories)}
+        self.keep = set(range(len(self.categories)) if keep_classes is None else keep_classes)
+        self.transform = transform
+        self.with_panoptic = with_panoptic
+        self.on_error = on_error
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.num_skipped_at_init = 0
+        self.records = self._load_records(max_samples)
+
+    # -- index ---------------------------------------------------------------------------------------------------
+    def _fail(self, message: str) -> None:
+        if self.on_error == "raise":
+            raise PanopticDataError(message)
+        warnings.warn(f"skipped: {message}", stacklevel=3)
+
+    def _load_records(self, max_samples: int | None) -> list[dict[str, Any]]:
+        data = _read_json(self.json_file)
+        if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
+            raise PanopticDataError(
+                f"{self.json_file}: not a COCO panoptic JSON (needs 'images', 'annotations', 'categories')"
+            )
+        for c in data.get("categories", []):
+            if int(c["id"]) not in self.class_of:
+                raise PanopticDataError(
+                    f"{self.json_file}: category {c.get('name')!r} (id {c['id']}) is not in the datamodule's categories "
+                    f"(ids {[k.id for k in self.categories]}); give a categories file that covers every split"
+                )
+        images = {img["id"]: img for img in data["images"]}
+        records = []
+        for ann in data["annotations"]:
+            img = images.get(ann["image_id"])
+            name = ann.get("file_name", "?")
+            if img is None:
+                self._fail(f"{self.json_file}: annotation {name} refers to image id {ann['image_id']!r} missing from 'images'")
+                self.num_skipped_at_init += 1
+                continue
+            bad = [s for s in ann["segments_info"] if int(s["category_id"]) not in self.class_of]
+            if bad:
+                self._fail(
+                    f"{self.json_file}: image {img['file_name']} (id {img['id']}) segment {bad[0]['id']} has unknown "
+                    f"category_id {bad[0]['category_id']} (known: {sorted(self.class_of)})"
+                )
+                self.num_skipped_at_init += 1
+                continue
+            records.append({"image": img, "ann": ann})
+            if max_samples is not None and len(records) >= max_samples:
+                break
+        return records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, Any]]:
+        rec = self.records[index]
+        img_info, ann = rec["image"], rec["ann"]
+        img_path = self.image_dir / img_info["file_name"]
+        png_path = self.png_dir / ann["file_name"]
+        for path, what in ((img_path, "image"), (png_path, "panoptic PNG")):
+            if not path.is_file():
+                raise PanopticDataError(f"{what} {path} of image id {img_info['id']} does not exist")
+        with Image.open(img_path) as im:
+            image = np.array(im.convert("RGB"), dtype=np.uint8)
+        with Image.open(png_path) as im:
+            pan = _rgb2id(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        name = f"{img_info['file_name']} (id {img_info['id']})"
+        if image.shape[:2] != pan.shape:
+            raise PanopticDataError(
+                f"image {name}: image size {image.shape[:2]} differs from its panoptic PNG {png_path.name} size {pan.shape} (H, W)"
+            )
+        jh, jw = img_info.get("height"), img_info.get("width")
+        if jh is not None and jw is not None and (int(jh), int(jw)) != image.shape[:2]:
+            raise PanopticDataError(
+                f"image {name}: the JSON says {int(jh)}x{int(jw)} but the file is {image.shape[0]}x{image.shape[1]} (HxW)"
+            )
+        listed = {int(s["id"]) for s in ann["segments_info"]}
+        present = np.unique(pan)
+        stray = [int(i) for i in present if i != 0 and int(i) not in listed]
+        if stray:
+            raise PanopticDataError(
+                f"image {name}: segment id {stray[0]} is in the PNG {png_path.name} but not in the JSON's segments_info"
+                + (f" (and {len(stray) - 1} more)" if len(stray) > 1 else "")
+            )
+        return image, pan, img_info, ann
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        try:
+            image, pan, img_info, ann = self._load(index)
+        except PanopticDataError as err:
+            self._fail(str(err))
+            return None
+        return self._make_sample(image, pan, img_info, ann)
+
+    def _make_sample(
+        self, image: np.ndarray, pan: np.ndarray, img_info: dict[str, Any], ann: dict[str, Any]
+    ) -> dict[str, Any]:
+        segs = []
+        for s in ann["segments_info"]:
+            k = self.class_of[int(s["category_id"])]
+            if k in self.keep:
+                segs.append({"id": int(s["id"]), "category_id": k, "iscrowd": int(s.get("iscrowd", 0)),
+                             "isthing": self.categories[k].isthing})
+        kept_ids = np.array([s["id"] for s in segs], dtype=np.int64)
+        pan = np.where(np.isin(pan, kept_ids), pan, 0)  # classes outside the subset -> VOID
+        pan_t = torch.from_numpy(pan)
+        img_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        mask_t = tv_tensors.Mask(pan_t)
+        if self.transform is not None:
+            img_t, mask_t = self.transform(img_t, mask_t)
+        x = v2.functional.to_dtype(img_t, torch.float32, scale=True).as_subclass(Tensor)
+        if self.mean is not None:
+            x = x - self.mean
+        if self.std is not None:
+            x = x / self.std
+        ids_map = mask_t.as_subclass(Tensor)
+        present = set(torch.unique(ids_map).tolist())
+        kept = [s for s in segs if s["id"] in present]
+        seg_ids = torch.tensor([s["id"] for s in kept], dtype=torch.int64)
+        masks = ids_map[None] == seg_ids.view(-1, 1, 1) if kept else torch.zeros((0, *ids_map.shape), dtype=torch.bool)
+        target: dict[str, Any] = {
+            "masks": tv_tensors.Mask(masks),
+            "labels": torch.tensor([s["category_id"] for s in kept], dtype=torch.int64),
+            "iscrowd": torch.tensor([bool(s["iscrowd"]) for s in kept], dtype=torch.bool),
+            "segment_ids": seg_ids,
+            "image_id": img_info["id"],
+            "file_name": img_info["file_name"],
+            "orig_size": (int(pan.shape[0]), int(pan.shape[1])),
+        }
+        if self.with_panoptic:
+            target["panoptic"] = pan_t
+            target["segments_info"] = segs
+        return {"image": x, "target": target}
+
+
+def collate_panoptic(samples: Sequence[dict[str, Any] | None], size_divisibility: int = 0) -> dict[str, Any]:
+    """Batch samples: images padded (bottom/right, zeros) to the largest size (rounded up to ``size_divisibility``)
+    and stacked; targets kept as a list; skipped samples (None) dropped and counted in ``num_skipped``."""
+    kept = [s for s in samples if s is not None]
+    sizes = [tuple(s["image"].shape[-2:]) for s in kept]
+    if kept:
+        h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        if size_divisibility > 1:
+            h = -(-h // size_divisibility) * size_divisibility
+            w = -(-w // size_divisibility) * size_divisibility
+        images = kept[0]["image"].new_zeros((len(kept), kept[0]["image"].shape[0], h, w))
+        for i, s in enumerate(kept):
+            images[i, :, : sizes[i][0], : sizes[i][1]] = s["image"]
+    else:
+        images = torch.zeros((0, 3, 0, 0))
+    return {
+        "images": images,
+        "image_sizes": sizes,
+        "targets": [s["target"] for s in kept],
+        "num_skipped": len(samples) - len(kept),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# datamodule
+# ----------------------------------------------------------------------------------------------------------------
+class COCOPanopticDataModule(CVDataModule):
+    """COCO-format panoptic segmentation (COCO, ADE20K-panoptic, the ShapesWorld stand-in).
+
+    Args:
+        root: dataset root (default: ``outputs/data/coco_panoptic``, where the ShapesWorld writer puts it).
+        train_split, val_split, test_split: split names filling the path templates (test defaults to val).
+        image_dir, json_file, png_dir: path templates under ``root`` with ``{split}``.
+        split_paths: per-split overrides ``{split: {"images": ..., "json": ..., "pngs": ...}}`` (relative to root).
+        categories_file: categories JSON (a list, or a panoptic JSON) under root; used when it exists, else the
+            categories of the val (or train) JSON.
+        train_classes, eval_classes: ``"all" | "base" | "novel" | [names]``: classes kept in training / evaluation.
+        novel_classes: names of the held-out classes (default: the categories' ``novel`` flags).
+        crop_size, scale_range, flip_prob: training large-scale jitter (Mask2Former: 1024, (0.1, 2.0), 0.5).
+        eval_short_side, eval_max_size: evaluation resize (COCO: 800 / 1333; ADE20K: 640 / 2560).
+        size_divisibility: pad batched images to a multiple of this.
+        mean, std: optional image normalisation (default: [0, 1] images, the model normalises).
+        on_error: ``"skip"`` (warn and count) or ``"raise"`` on a broken sample.
+        max_train_samples, max_eval_samples: use only the first N images of a split.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        *,
+        train_split: str = "train2017",
+        val_split: str = "val2017",
+        test_split: str | None = None,
+        image_dir: str = "{split}",
+        json_file: str = "annotations/panoptic_{split}.json",
+        png_dir: str = "annotations/panoptic_{split}",
+        split_paths: dict[str, dict[str, str]] | None = None,
+        categories_file: str | None = "annotations/panoptic_categories.json",
+        train_classes: str | list[str] = "all",
+        eval_classes: str | list[str] = "all",
+        novel_classes: list[str] | None = None,
+        crop_size: int = 64,
+        scale_range: tuple[float, float] = (0.1, 2.0),
+        flip_prob: float = 0.5,
+        eval_short_side: int = 64,
+        eval_max_size: int | None = None,
+        size_divisibility: int = 0,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        on_error: Literal["raise", "skip"] = "skip",
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size)
+        self.root = Path(root).expanduser() if root else data_dir() / "coco_panoptic"
+        self.train_split, self.val_split = train_split, val_split
+        self.test_split = test_split or val_split
+        self.templates = {"images": image_dir, "json": json_file, "pngs": png_dir}
+        self.split_paths = split_paths or {}
+        self.categories_file = categories_file
+        self.train_classes_spec, self.eval_classes_spec = train_classes, eval_classes
+        self.novel_names = novel_classes
+        self.crop_size, self.scale_range, self.flip_prob = crop_size, tuple(scale_range), flip_prob
+        self.eval_short_side, self.eval_max_size = eval_short_side, eval_max_size
+        self.size_divisibility = size_divisibility
+        self.mean, self.std = mean, std
+        self.on_error = on_error
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        self._categories: list[PanopticCategory] | None = None
+        self.train_set: COCOPanopticDataset | None = None
+        self.val_set: COCOPanopticDataset | None = None
+        self.test_set: COCOPanopticDataset | None = None
+
+    # -- paths and categories ------------------------------------------------------------------------------------
+    def _missing(self, what: Path) -> PanopticDataError:
+        return PanopticDataError(
+            f"COCO panoptic data not found: {what} does not exist.\nExpected layout:\n"
+            + LAYOUT.format(root=self.root)
+            + f"\nGet COCO panoptic 2017 (cocodataset.org) or ADE20K converted to COCO panoptic format, or write the "
+            f"ShapesWorld stand-in with:\n    {SYNTH_COMMAND.format(root=self.root)}"
+        )
+
+    def split_files(self, split: str) -> dict[str, Path]:
+        """``{"images", "json", "pngs"}`` paths of a split (checked to exist)."""
+        if not self.root.is_dir():
+            raise self._missing(self.root)
+        spec = {**self.templates, **self.split_paths.get(split, {})}
+        paths = {k: self.root / v.format(split=split) for k, v in spec.items()}
+        for key in ("json", "pngs", "images"):
+            ok = paths[key].is_file() if key == "json" else paths[key].is_dir()
+            if not ok:
+                raise self._missing(paths[key])
+        return paths
+
+    @property
+    def categories(self) -> list[PanopticCategory]:
+        """The global class list (contiguous index = position)."""
+        if self._categories is None:
+            cat_path = self.root / self.categories_file if self.categories_file else None
+            if cat_path is not None and cat_path.is_file():
+                self._categories = load_categories(cat_path)
+            else:
+                last_err: PanopticDataError | None = None
+                for split in (self.val_split, self.train_split):
+                    try:
+                        self._categories = load_categories(self.split_files(split)["json"])
+                        break
+                    except PanopticDataError as err:
+                        last_err = err
+                if self._categories is None:
+                    assert last_err is not None
+                    raise last_err
+        return self._categories
+
+    def _subset(self, spec: str | Sequence[str]) -> list[int]:
+        return resolve_class_subset(spec, self.categories, self.novel_names)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """num_classes, class_names, is_thing, category_ids, train/eval/novel class index lists, task."""
+        cats = self.categories
+        names = [c.name for c in cats]
+        novel = set(self.novel_names) if self.novel_names is not None else {c.name for c in cats if c.novel}
+        return {
+            "task": "panoptic",
+            "num_classes": len(cats),
+            "class_names": names,
+            "is_thing": [c.isthing for c in cats],
+            "category_ids": [c.id for c in cats],
+            "train_classes": self._subset(self.train_classes_spec),
+            "eval_classes": self._subset(self.eval_classes_spec),
+            "novel_classes": [i for i, n in enumerate(names) if n in novel],
+        }
+
+    # -- datasets ------------------------------------------------------------------------------------------------
+    def make_dataset(self, split: str, train: bool) -> COCOPanopticDataset:
+        """The dataset of a split with the training (LSJ) or evaluation (resize) transform."""
+        paths = self.split_files(split)
+        if train:
+            tf = panoptic_train_transform(self.crop_size, self.scale_range, self.flip_prob)
+            keep, limit = self._subset(self.train_classes_spec), self.max_train_samples
+        else:
+            tf = panoptic_eval_transform(self.eval_short_side, self.eval_max_size)
+            keep, limit = self._subset(self.eval_classes_spec), self.max_eval_samples
+        return COCOPanopticDataset(
+            paths["images"], paths["json"], paths["pngs"], self.categories, keep_classes=keep, transform=tf,
+            with_panoptic=not train, on_error=self.on_error, mean=self.mean, std=self.std, max_samples=limit,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.train_set = self.train_set or self.make_dataset(self.train_split, train=True)
+        if stage in (None, "fit", "validate"):
+            self.val_set = self.val_set or self.make_dataset(self.val_split, train=False)
+        if stage in (None, "test", "predict"):
+            self.test_set = self.test_set or self.make_dataset(self.test_split, train=False)
+
+    def _collate(self) -> Callable[[Sequence[dict[str, Any] | None]], dict[str, Any]]:
+        return functools.partial(collate_panoptic, size_divisibility=self.size_divisibility)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self.train_loader(self.train_set, collate_fn=self._collate())
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self.eval_loader(self.val_set, collate_fn=self._collate())
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            self.setup("test")
+        return self.eval_loader(self.test_set, collate_fn=self._collate())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
