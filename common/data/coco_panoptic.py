@@ -488,12 +488,15 @@ class COCOPanopticDataModule(CVDataModule):
             f"ShapesWorld stand-in with:\n    {SYNTH_COMMAND.format(root=self.root)}"
         )
 
+    def _split_paths(self, split: str) -> dict[str, Path]:
+        spec = {**self.templates, **self.split_paths.get(split, {})}
+        return {k: self.root / v.format(split=split) for k, v in spec.items()}
+
     def split_files(self, split: str) -> dict[str, Path]:
         """``{"images", "json", "pngs"}`` paths of a split (checked to exist)."""
         if not self.root.is_dir():
             raise self._missing(self.root)
-        spec = {**self.templates, **self.split_paths.get(split, {})}
-        paths = {k: self.root / v.format(split=split) for k, v in spec.items()}
+        paths = self._split_paths(split)
         for key in ("json", "pngs", "images"):
             ok = paths[key].is_file() if key == "json" else paths[key].is_dir()
             if not ok:
@@ -508,16 +511,12 @@ class COCOPanopticDataModule(CVDataModule):
             if cat_path is not None and cat_path.is_file():
                 self._categories = load_categories(cat_path)
             else:
-                last_err: PanopticDataError | None = None
-                for split in (self.val_split, self.train_split):
-                    try:
-                        self._categories = load_categories(self.split_files(split)["json"])
-                        break
-                    except PanopticDataError as err:
-                        last_err = err
-                if self._categories is None:
-                    assert last_err is not None
-                    raise last_err
+                # the first split whose JSON exists gives the categories (val first: it is the small one)
+                found = [self._split_paths(s)["json"] for s in (self.val_split, self.train_split)]
+                found = [p for p in found if p.is_file()]
+                if not found:
+                    self.split_files(self.val_split)  # raises the layout error
+                self._categories = load_categories(found[0])
         return self._categories
 
     def _subset(self, spec: str | Sequence[str]) -> list[int]:
