@@ -1,0 +1,308 @@
+"""The one command line of cvinw: ``python -m <paper> fit|validate|test|predict --config ...``.
+
+A :class:`lightning.pytorch.cli.LightningCLI` subclass in subclass mode (a YAML picks ``model.class_path`` and
+``data.class_path``) that gives every run, without any YAML:
+
+* an MLflow logger (:class:`common.tracking.CVMLFlowLogger`) with tags (paper, setting, preset, git sha, command),
+  the resolved config uploaded as ``config.yaml`` and flattened as params (rank 0 only);
+* ModelCheckpoint (``last.ckpt`` + the best on the model's ``monitor``) under ``outputs/<experiment>/<run name>/``;
+* LearningRateMonitor, RichProgressBar, parameter budget, throughput/peak memory, the non-finite loss guard;
+* the datamodule's ``info`` linked into the model's ``data_info`` (num_classes, class names, tasks ...);
+* ``--ckpt_path last`` resolving to the newest ``last.ckpt`` of this setting (or of ``--run.name``) and
+  resuming the same MLflow run;
+* ``--run.*`` options: ``name``, ``experiment``, ``parent_run_id`` (start as a child run), ``preset``, ``setting``,
+  ``tags``, ``summary_path`` (write final metrics as JSON), ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from common import tracking
+from common.callbacks import (
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    ParameterBudget,
+    RunInfoCheckpoint,
+    Throughput,
+)
+from common.paths import outputs_dir, project_root
+
+PAPERS = ("vificlip", "conv_adapter", "maskclip", "st_adapter", "polyhistor")
+PRESETS = ("smoke", "tiny", "paper")
+_RUN_NAME_ENV = "CVINW_RUN_NAME"
+_RUN_ID_ENV = "CVINW_MLFLOW_RUN_ID"
+
+
+@dataclass
+class RunOptions:
+    """How the run is named and tracked.
+
+    Args:
+        name: run name (MLflow run name and checkpoint folder); default ``<setting>-<date>-<time>``.
+        experiment: MLflow experiment; default the paper's package name.
+        parent_run_id: start this run as a child of that MLflow run (reproduce drivers use this).
+        preset: smoke | tiny | paper | custom; default guessed from the config path.
+        setting: the paper setting; default the first config's path under ``<paper>/configs/``.
+        tags: extra MLflow tags.
+        summary_path: write the final metrics, run id and checkpoint paths to this JSON file.
+        output_dir: checkpoint folder; default ``outputs/<experiment>/<name>/``.
+    """
+
+    name: str | None = None
+    experiment: str | None = None
+    parent_run_id: str | None = None
+    preset: str | None = None
+    setting: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    summary_path: str | None = None
+    output_dir: str | None = None
+
+
+def _data_info(datamodule: Any) -> dict[str, Any]:
+    info = getattr(datamodule, "info", None)
+    return dict(info) if isinstance(info, dict) else {}
+
+
+class MLflowConfigSaver(SaveConfigCallback):
+    """Uploads the resolved config to the MLflow run (rank 0) instead of writing into ``trainer.log_dir``.
+
+    Lightning's own callback needs a file-system ``log_dir``, which an MLflow logger on SQLite or a server lacks.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, tracking.CVMLFlowLogger):
+                logger.log_text(text, "config.yaml")
+                cfg = {k: v for k, v in self.config.as_dict().items() if k not in ("config", "run", "ckpt_path")}
+                logger.log_hyperparams(cfg)
+
+
+class CVInWCLI(LightningCLI):
+    """cvinw's LightningCLI (see the module docstring)."""
+
+    def __init__(self, args: list[str] | dict | None = None, run: bool = True, **kwargs: Any) -> None:
+        self._run_name: str | None = None
+        self._run_dir: Path | None = None
+        self._resume_run_id: str | None = None
+        self._args = [str(a) for a in args] if isinstance(args, list) else None
+        kwargs.setdefault("save_config_callback", MLflowConfigSaver)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", 42)
+        super().__init__(model_class=pl.LightningModule, datamodule_class=pl.LightningDataModule,
+                         subclass_mode_model=True, subclass_mode_data=True, args=args, run=run, **kwargs)
+
+    # ---------------------------------------------------------------- parser
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(RunOptions, "run")
+        parser.link_arguments("data", "model.init_args.data_info", compute_fn=_data_info, apply_on="instantiate")
+
+    # ---------------------------------------------------------------- run identity
+    def _sub(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _config_paths(self) -> list[Path]:
+        paths = self._sub().get("config") or []
+        return [Path(str(p)) for p in paths if p is not None]
+
+    def _paper(self) -> str:
+        """The paper package of the model's class, else of ``python -m <paper>``, else ``cvinw``."""
+        model = self._sub().get("model")
+        class_path = getattr(model, "class_path", None) or (model.get("class_path") if isinstance(model, dict) else "")
+        top = str(class_path or "").split(".")[0]
+        if top in PAPERS:
+            return top
+        main = getattr(sys.modules.get("__main__"), "__spec__", None)
+        name = main.name.split(".")[0] if main else ""
+        return name if name in PAPERS else "cvinw"
+
+    def _setting(self) -> str:
+        run = self._sub().run
+        if run.setting:
+            return str(run.setting)
+        for p in self._config_paths():
+            parts = p.resolve().parts
+            if "configs" in parts:
+                i = len(parts) - 1 - parts[::-1].index("configs")
+                return str(Path(*parts[i + 1:]).with_suffix(""))
+        paths = self._config_paths()
+        return paths[0].stem if paths else "custom"
+
+    def _preset(self, setting: str) -> str:
+        run = self._sub().run
+        if run.preset:
+            return str(run.preset)
+        words = re.split(r"[/_\-.]", setting)
+        for preset in PRESETS:
+            if preset in words:
+                return preset
+        return "custom"
+
+    def _experiment(self) -> str:
+        return str(self._sub().run.experiment or self._paper())
+
+    def _resolve_run(self) -> None:
+        """Name the run and its folder; resolve ``--ckpt_path last``. Children of a DDP launch inherit the name."""
+        run = self._sub().run
+        experiment = self._experiment()
+        setting_slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self._setting())
+        ckpt_path = self._sub().get("ckpt_path")
+        name = run.name or os.environ.get(_RUN_NAME_ENV)
+        if ckpt_path == "last":
+            last = self._find_last(experiment, name, setting_slug, run.output_dir)
+            if last is None:
+                raise SystemExit(
+                    f"--ckpt_path last: no last.ckpt under {outputs_dir() / experiment}/"
+                    f"{name or setting_slug + '-*'}/. Train first, or pass --run.name / --ckpt_path FILE.")
+            self._sub()["ckpt_path"] = str(last)
+            name = name or last.parent.name
+        if ckpt_path and ckpt_path != "last" and not name and Path(str(ckpt_path)).is_file():
+            # resuming from an explicit checkpoint of one of our runs: keep its name (and MLflow run)
+            meta = _checkpoint_meta(Path(str(ckpt_path)))
+            if self.subcommand == "fit" and meta.get("run_name"):
+                name = meta["run_name"]
+        if not name:
+            name = f"{setting_slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.environ[_RUN_NAME_ENV] = name
+        self._run_name = name
+        self._run_dir = Path(run.output_dir) if run.output_dir else outputs_dir() / experiment / name
+        final_ckpt = self._sub().get("ckpt_path")
+        if final_ckpt and self.subcommand == "fit" and Path(str(final_ckpt)).is_file():
+            self._resume_run_id = _checkpoint_meta(Path(str(final_ckpt))).get("mlflow_run_id")
+
+    @staticmethod
+    def _find_last(experiment: str, name: str | None, slug: str, output_dir: str | None) -> Path | None:
+        if output_dir:
+            cand = Path(output_dir) / "last.ckpt"
+            return cand if cand.is_file() else None
+        root = outputs_dir() / experiment
+        if name:
+            cand = root / name / "last.ckpt"
+            return cand if cand.is_file() else None
+        found = sorted(root.glob(f"{slug}-*/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+
+    def _parse_ckpt_path(self) -> None:
+        self.subcommand = self.config.get("subcommand")
+        if self.subcommand:
+            self._resolve_run()
+        super()._parse_ckpt_path()
+
+    # ---------------------------------------------------------------- trainer with our defaults
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
+        if self.subcommand is None:
+            return super()._instantiate_trainer(config, callbacks)
+        run = self._sub().run
+        experiment = self._experiment()
+        setting = self._setting()
+        assert self._run_name is not None and self._run_dir is not None
+        user_callbacks = list(config.get("callbacks") or [])
+        have = {type(cb) for cb in user_callbacks + callbacks}
+
+        logger = config.get("logger")
+        if logger is None or logger is True:
+            tags = tracking.base_tags(self._paper(), setting, self._preset(setting), run.tags, self._args)
+            tags["subcommand"] = self.subcommand
+            if run.parent_run_id:
+                tags[tracking.PARENT_TAG] = run.parent_run_id
+            run_id = self._resume_run_id or os.environ.get(_RUN_ID_ENV) or None
+            config["logger"] = tracking.CVMLFlowLogger(experiment, run_name=self._run_name, tags=tags,
+                                                      run_id=run_id)
+        defaults: list[pl.Callback] = []
+        model = self.model
+        if not any(issubclass(t, ModelCheckpoint) for t in have) and config.get("enable_checkpointing", True) is not False:
+            defaults.append(ModelCheckpoint(
+                dirpath=str(self._run_dir), filename="best-{epoch}-{step}", monitor=getattr(model, "monitor", None),
+                mode=getattr(model, "monitor_mode", "min"), save_last=True, save_top_k=1,
+                auto_insert_metric_name=False, enable_version_counter=False,
+            ))
+        if config.get("logger") is not False and LearningRateMonitor not in have:
+            defaults.append(LearningRateMonitor(logging_interval="step"))
+        if config.get("enable_progress_bar", True) is not False and not any(
+                issubclass(t, pl.callbacks.ProgressBar) for t in have):
+            defaults.append(RichProgressBar(leave=True))
+        for cls in (ParameterBudget, Throughput, NonFiniteLossGuard):
+            if cls not in have:
+                defaults.append(cls())
+        defaults.append(RunInfoCheckpoint(self._run_name))
+        config["callbacks"] = user_callbacks + defaults
+        trainer = super()._instantiate_trainer(config, callbacks)
+        rank_zero_info(f"[cvinw] run {self._run_name!r} (experiment {experiment!r}); checkpoints in {self._run_dir}")
+        return trainer
+
+    # ---------------------------------------------------------------- after each subcommand: summary
+    def after_fit(self) -> None:
+        self._write_summary()
+
+    def after_validate(self) -> None:
+        self._write_summary()
+
+    def after_test(self) -> None:
+        self._write_summary()
+
+    @rank_zero_only
+    def _write_summary(self) -> None:
+        trainer = self.trainer
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if isinstance(v, torch.Tensor | float | int) and torch.as_tensor(v).numel() == 1}
+        run_id = next((getattr(lg, "run_id", None) for lg in trainer.loggers
+                       if isinstance(lg, tracking.CVMLFlowLogger)), None)
+        ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
+        trainable, total = (self.model.trainable_parameter_count() if hasattr(self.model, "trainable_parameter_count")
+                            else (sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                                  sum(p.numel() for p in self.model.parameters())))
+        summary = {
+            "subcommand": self.subcommand, "run_name": self._run_name, "mlflow_run_id": run_id,
+            "experiment": self._experiment(), "setting": self._setting(), "run_dir": str(self._run_dir),
+            "metrics": metrics, "global_step": trainer.global_step, "epoch": trainer.current_epoch,
+            "best_model_path": getattr(ckpt, "best_model_path", None) or None,
+            "last_model_path": getattr(ckpt, "last_model_path", None) or None,
+            "params": {"trainable": trainable, "total": total},
+        }
+        text = json.dumps(summary, indent=2, sort_keys=True)
+        assert self._run_dir is not None
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        (self._run_dir / f"summary_{self.subcommand}.json").write_text(text)
+        path = self._sub().run.summary_path
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+
+
+def _checkpoint_meta(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}
+    meta = ckpt.get("cvinw") if isinstance(ckpt, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m <paper>``: ``fit | validate | test | predict`` with ``--config`` files."""
+    try:
+        CVInWCLI(args=args)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(3) from err
+
+
+__all__ = ["CVInWCLI", "RunOptions", "main", "project_root"]

@@ -1,0 +1,219 @@
+"""MLflow tracking for cvinw: where the store is, how runs are named and tagged, parent/child runs.
+
+Defaults (DESIGN.md §4): a SQLite store ``sqlite:///<repo>/mlflow.db`` with artifacts under ``<repo>/mlartifacts/``.
+``MLFLOW_TRACKING_URI`` overrides the store (an ``http://`` ``mlflow server`` URL works the same; the server then
+decides where artifacts go); ``CVINW_ARTIFACTS`` overrides the local artifact root.
+
+A reproduce driver makes one parent run per table and one child run per row::
+
+    parent = start_parent_run("polyhistor", "reproduce-tiny", tags={"preset": "tiny"})
+    # each row: python -m polyhistor fit --config ... --run.parent_run_id <parent>
+    end_run(parent, "FINISHED")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from common.paths import project_root
+
+#: characters MLflow accepts in metric and param names
+_NAME_OK = re.compile(r"[^A-Za-z0-9_/. -]+")
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def tracking_uri() -> str:
+    """The MLflow tracking URI: $MLFLOW_TRACKING_URI, else ``sqlite:///<repo>/mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def is_local_store(uri: str | None = None) -> bool:
+    """True for a file/SQLite store on this machine (artifacts then go to the local artifact root)."""
+    uri = uri or tracking_uri()
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def artifact_root() -> Path:
+    """Local artifact root for experiments created on a local store ($CVINW_ARTIFACTS or <repo>/mlartifacts)."""
+    env = os.environ.get("CVINW_ARTIFACTS")
+    return Path(env).expanduser().resolve() if env else project_root() / "mlartifacts"
+
+
+def artifact_location(experiment: str) -> str | None:
+    """Artifact location to give a new experiment: a file URI under :func:`artifact_root` for local stores,
+    ``None`` (the server's choice) for a tracking server."""
+    if not is_local_store():
+        return None
+    return (artifact_root() / sanitize_name(experiment).replace(" ", "_")).as_uri()
+
+
+def client():
+    """An ``MlflowClient`` on :func:`tracking_uri`."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri())
+
+
+def get_or_create_experiment(name: str) -> str:
+    """Experiment id for ``name``, created (with the project's artifact location) if missing."""
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=artifact_location(name))
+
+
+def sanitize_name(name: str) -> str:
+    """Make ``name`` a legal MLflow metric/param key (only [A-Za-z0-9_/. -])."""
+    return _NAME_OK.sub("_", name)
+
+
+def git_sha(short: bool = False) -> str:
+    """The checkout's HEAD commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    root = project_root()
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short" if short else "HEAD", *(["HEAD"] if short else [])],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def command_line(args: list[str] | None = None) -> str:
+    """The command that started this run, as a shell would write it (``args`` replace ``sys.argv[1:]``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = "python -m " + spec.name.removesuffix(".__main__") if spec else sys.argv[0]
+    return " ".join([prog, *map(shlex.quote, sys.argv[1:] if args is None else args)])
+
+
+def base_tags(paper: str | None = None, setting: str | None = None, preset: str | None = None,
+              extra: Mapping[str, Any] | None = None, args: list[str] | None = None) -> dict[str, str]:
+    """The tags every cvinw run carries: paper, setting, preset, git sha, command line (+ ``extra``)."""
+    tags = {"paper": paper or "unknown", "setting": setting or "custom", "preset": preset or "custom",
+            "git_sha": git_sha(), "command": command_line(args)[:5000]}
+    for k, v in (extra or {}).items():
+        tags[str(k)] = str(v)
+    return tags
+
+
+def start_parent_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = None) -> str:
+    """Create a RUNNING parent run (e.g. one per reproduced table) and return its id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+    c = client()
+    exp_id = get_or_create_experiment(experiment)
+    all_tags = base_tags(paper=experiment, extra=tags)
+    all_tags[MLFLOW_RUN_NAME] = run_name
+    all_tags["cvinw.role"] = "parent"
+    return c.create_run(exp_id, tags=all_tags, run_name=run_name).info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark a run FINISHED / FAILED / KILLED."""
+    client().set_terminated(run_id, status)
+
+
+def child_runs(parent_run_id: str) -> list:
+    """The child runs of ``parent_run_id`` (any experiment of the parent)."""
+    c = client()
+    parent = c.get_run(parent_run_id)
+    return c.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                         max_results=10_000)
+
+
+def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Upload a local file or folder to the run."""
+    path = Path(path)
+    c = client()
+    if path.is_dir():
+        c.log_artifacts(run_id, str(path), artifact_path)
+    else:
+        c.log_artifact(run_id, str(path), artifact_path)
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Flatten nested dicts/lists into ``a.b.c`` keys (lists of scalars stay one value)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name, sep))
+        elif isinstance(value, list | tuple) and value and any(isinstance(v, Mapping) for v in value):
+            for i, v in enumerate(value):
+                if isinstance(v, Mapping):
+                    out.update(flatten(v, f"{name}{sep}{i}", sep))
+                else:
+                    out[f"{name}{sep}{i}"] = v
+        else:
+            out[name] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Lightning logger every cvinw run gets
+# --------------------------------------------------------------------------------------------------------------
+from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn  # noqa: E402
+
+
+class CVMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger with cvinw's store defaults and resume-safe parameter logging.
+
+    MLflow refuses to change a logged parameter ("Changing param values is not allowed"), which a resumed run
+    would otherwise do (``ckpt_path`` differs, for one). Here a parameter already on the run is never logged
+    again; when its new value differs, the new value goes to a ``resumed_param/<key>`` tag instead.
+    """
+
+    def __init__(self, experiment_name: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
+                 run_id: str | None = None, tracking_uri: str | None = None) -> None:
+        uri = tracking_uri or globals()["tracking_uri"]()
+        super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
+                         tags=dict(tags or {}), artifact_location=artifact_location(experiment_name),
+                         run_id=run_id, save_dir=None)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:  # type: ignore[override]
+        from argparse import Namespace
+
+        from mlflow.entities import Param, RunTag
+
+        if isinstance(params, Namespace):
+            params = vars(params)
+        flat = {sanitize_name(k): str(v)[:500] for k, v in flatten(dict(params)).items()}
+        existing = self.experiment.get_run(self.run_id).data.params
+        new = [Param(k, v) for k, v in flat.items() if k not in existing]
+        changed = [RunTag(f"resumed_param/{k}"[:250], v) for k, v in flat.items() if k in existing and existing[k] != v]
+        for i in range(0, len(new), 100):
+            self.experiment.log_batch(run_id=self.run_id, params=new[i:i + 100])
+        for i in range(0, len(changed), 100):
+            self.experiment.log_batch(run_id=self.run_id, tags=changed[i:i + 100])
+
+    @rank_zero_only
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for k, v in tags.items():
+            self.experiment.set_tag(self.run_id, k, str(v))
+
+    @rank_zero_only
+    def log_text(self, text: str, artifact_file: str) -> None:
+        try:
+            self.experiment.log_text(self.run_id, text, artifact_file)
+        except Exception as err:  # an artifact store problem must not kill a training run
+            rank_zero_warn(f"could not upload {artifact_file} to MLflow: {err}")
