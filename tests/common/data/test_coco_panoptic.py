@@ -333,3 +333,19 @@ def test_eval_loader_is_sequential_and_complete(root):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _ = dm.test_set[0]  # a clean sample raises no warning
+
+
+def test_other_layouts_through_split_paths(root, tmp_path):
+    # ADE20K converted by Mask2Former's script: images/validation, ade20k_panoptic_val.json, ade20k_panoptic_val/
+    ade = tmp_path / "ADEChallengeData2016"
+    shutil.copytree(root / "val2017", ade / "images/validation")
+    shutil.copytree(root / "annotations/panoptic_val2017", ade / "ade20k_panoptic_val")
+    shutil.copy(root / "annotations/panoptic_val2017.json", ade / "ade20k_panoptic_val.json")
+    dm = COCOPanopticDataModule(
+        str(ade), val_split="validation", categories_file=None,
+        split_paths={"validation": {"images": "images/validation", "json": "ade20k_panoptic_val.json",
+                                    "pngs": "ade20k_panoptic_val"}},
+    )
+    dm.setup("validate")
+    assert len(dm.val_set) == 6 and dm.info["num_classes"] == len(world.CATEGORIES)
+    assert sum(len(b["targets"]) for b in dm.val_dataloader()) == 6
