@@ -1,5 +1,23 @@
-"""Metrics shared by the papers: dense-prediction metrics and the multi-task Δm (``common.metrics.dense``)."""
+"""Metrics shared by the papers: dense-prediction metrics and Δm (``common.metrics.dense``), panoptic quality
+(``common.metrics.panoptic``). Names are loaded lazily, so ``python -m common.metrics.panoptic`` starts fast."""
 
-from common.metrics.dense import SALIENCY_THRESHOLDS, NormalsMetrics, SaliencyMetrics, SemSegMIoU, delta_m
+from __future__ import annotations
 
-__all__ = ["SALIENCY_THRESHOLDS", "NormalsMetrics", "SaliencyMetrics", "SemSegMIoU", "delta_m"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SALIENCY_THRESHOLDS": "common.metrics.dense",
+    "NormalsMetrics": "common.metrics.dense",
+    "SaliencyMetrics": "common.metrics.dense",
+    "SemSegMIoU": "common.metrics.dense",
+    "delta_m": "common.metrics.dense",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'common.metrics' has no attribute {name!r}")
