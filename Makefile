@@ -42,7 +42,7 @@ lint: install ## ruff
 
 mlflow-ui: install ## serve the MLflow store (sqlite:///mlflow.db) on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
-		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000
+		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
 
 pretrain: install ## build the four ShapesWorld-pretrained tiny backbones into outputs/pretrained/
 	$(PY) -m common.data.synth pretrain --all
