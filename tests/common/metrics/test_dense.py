@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import textwrap
+import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from common.metrics.dense import SALIENCY_THRESHOLDS, NormalsMetrics, SaliencyMetrics, SemSegMIoU, delta_m
-
-REPO = Path(__file__).resolve().parents[3]
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # SemSegMIoU
@@ -198,68 +193,64 @@ def test_delta_m_missing_baseline_task() -> None:
 # DDP: 2 processes (gloo, CPU) give exactly the 1-process numbers
 # ----------------------------------------------------------------------------------------------------------------
 
-_DDP_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import torch
-    import torch.distributed as dist
-    from common.metrics.dense import NormalsMetrics, SaliencyMetrics, SemSegMIoU
 
-
-    def run(rank, world):
-        g = torch.Generator().manual_seed(1234)
-        batches = []
-        for b in range(5):  # 5 batches of different sizes, split unevenly over the ranks
-            n = 1 + b % 3
-            seg_t = torch.randint(0, 5, (n, 9, 11), generator=g)
-            seg_t[torch.rand(n, 9, 11, generator=g) < 0.1] = 255
-            seg_p = torch.randn(n, 5, 9, 11, generator=g)
-            sal_t = (torch.rand(n, 9, 11, generator=g) < 0.4).long()
-            sal_p = torch.rand(n, 9, 11, generator=g)
-            nrm_t = torch.randn(n, 3, 9, 11, generator=g)
-            nrm_p = nrm_t + 0.7 * torch.randn(n, 3, 9, 11, generator=g)
-            mask = torch.rand(n, 9, 11, generator=g) < 0.8
-            batches.append((seg_p, seg_t, sal_p, sal_t, nrm_p, nrm_t, mask))
-        mine = [b for i, b in enumerate(batches) if i % world == rank]
-        seg, sal, nrm = SemSegMIoU(5), SaliencyMetrics(), NormalsMetrics()
-        for seg_p, seg_t, sal_p, sal_t, nrm_p, nrm_t, mask in mine:
+def _ddp_metrics(rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Every rank builds the same 5 batches, updates the metrics with its share, and computes (synced)."""
+    g = torch.Generator().manual_seed(1234)
+    batches = []
+    for b in range(5):  # batches of different sizes, split unevenly over the ranks
+        n = 1 + b % 3
+        seg_t = torch.randint(0, 5, (n, 9, 11), generator=g)
+        seg_t[torch.rand(n, 9, 11, generator=g) < 0.1] = 255
+        seg_p = torch.randn(n, 5, 9, 11, generator=g)
+        sal_t = (torch.rand(n, 9, 11, generator=g) < 0.4).long()
+        sal_p = torch.rand(n, 9, 11, generator=g)
+        nrm_t = torch.randn(n, 3, 9, 11, generator=g)
+        nrm_p = nrm_t + 0.7 * torch.randn(n, 3, 9, 11, generator=g)
+        mask = torch.rand(n, 9, 11, generator=g) < 0.8
+        batches.append((seg_p, seg_t, sal_p, sal_t, nrm_p, nrm_t, mask))
+    seg, sal, nrm = SemSegMIoU(5), SaliencyMetrics(), NormalsMetrics()
+    for i, (seg_p, seg_t, sal_p, sal_t, nrm_p, nrm_t, mask) in enumerate(batches):
+        if i % world == rank:
             seg.update(seg_p, seg_t)
             sal.update(sal_p, sal_t)
             nrm.update(nrm_p, nrm_t, mask)
-        res = {"semseg": seg.compute(), **{"sal_" + k: v for k, v in sal.compute().items()},
-               **{"nrm_" + k: v for k, v in nrm.compute().items()}}
-        with seg.sync_context():  # the confusion matrix summed over the ranks
-            res["confmat"] = seg.confmat.clone()
-        return res
+    res = {"semseg": seg.compute()}
+    res.update({"sal_" + k: v for k, v in sal.compute().items()})
+    res.update({"nrm_" + k: v for k, v in nrm.compute().items()})
+    with seg.sync_context():  # the confusion matrix summed over the ranks
+        res["confmat"] = seg.confmat.clone()
+    return res
 
 
-    if __name__ == "__main__":
-        rank, world, out, store = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-        dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=world)
-        res = run(rank, world)
+def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
+    """One gloo rank (runs in a forked child)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        res = _ddp_metrics(rank, world)
         if rank == 0:
             torch.save(res, out)
         dist.barrier()
+    finally:
         dist.destroy_process_group()
-    """
-)
 
 
 def test_ddp_two_processes_equal_one(tmp_path: Path) -> None:
-    script = tmp_path / "ddp_metrics.py"
-    script.write_text(_DDP_SCRIPT)
-    namespace: dict = {"__name__": "ddp_metrics"}
-    exec(compile(_DDP_SCRIPT, str(script), "exec"), namespace)
-    one = namespace["run"](0, 1)  # one process, no process group
+    one = _ddp_metrics(0, 1)  # one process, no process group
 
     out, store = tmp_path / "result.pt", tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(r), "2", str(out), str(store)], env=env, cwd=REPO)
-        for r in range(2)
-    ]
-    codes = [p.wait(timeout=300) for p in procs]
-    assert codes == [0, 0], f"metric workers failed: exit codes {codes}"
+    ctx = mp.get_context("fork")  # children inherit the imported modules: no second torch import
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(store), str(out))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert codes == [0, 0], f"metric ranks failed: exit codes {codes}"
     two = torch.load(out)
 
     assert torch.equal(one["confmat"], two["confmat"])
