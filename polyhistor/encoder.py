@@ -1,0 +1,224 @@
+"""A timm Swin shared by several dense tasks, with the PEFT method of one row of the Polyhistor table.
+
+:class:`MultiTaskSwin` wraps a (pretrained) timm ``SwinTransformer``; ``forward(images, task)`` gives the four stage
+maps (NCHW, strides 4/8/16/32) as that task sees them. Methods with task-specific encoder parameters (adapters,
+BitFit, prompts, LoRA, hyper-adapters) run the encoder once per task; task-agnostic ones (decoders only, full
+fine-tuning, VL-Adapter's single shared adapter) once for all tasks (:attr:`MultiTaskSwin.task_agnostic`).
+
+Insertion points ("slots"): the output of a block's window attention (after its projection, before the residual
+add) and of its MLP -- Houlsby's two sequential adapter positions. ``PeftConfig.adapter_positions`` picks them.
+PEFT modules live in :attr:`MultiTaskSwin.peft`; the Swin's own modules and state-dict keys are untouched
+(forward hooks), except BitFit / norm tuning, which parametrize the tuned tensors (see common/peft/bitfit.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from common.peft.accounting import freeze, unfreeze
+from common.peft.adapter import BottleneckAdapter, TaskRouted, bottleneck_adapter, bottleneck_size
+from common.peft.bitfit import add_task_deltas, add_task_norm_deltas, default_bias_predicate
+from common.peft.compacter import CompacterAdapter, phm_rules
+from common.peft.context import TaskContext
+from common.peft.hooks import AdditiveHook, ResidualHook, attach
+from common.peft.lora import LoRADelta, qkv_slices
+from common.peft.swin import SwinBlockInfo, stage_dims, swin_blocks, swin_stage_features
+from common.peft.vpt import SwinPrompts
+from polyhistor.hypernet import AdapterSlot, DecomposedAdapterBank, FullAdapterBank, KroneckerAdapterBank
+from polyhistor.methods import METHODS, method_spec
+
+POSITIONS = ("attn", "mlp")
+
+
+@dataclass
+class PeftConfig:
+    """Shapes of the PEFT methods. Defaults are the readings that reproduce the paper's parameter counts on
+    Swin-T (see polyhistor/README.md, "Parameter budgets"); configs may override any of them.
+
+    Attributes:
+        adapter_reduction: adapter hidden width = block width / this (Adapter, VL-Adapter, Compacter, hyper rows).
+        adapter_positions: sub-layers followed by an adapter: ``attn`` and/or ``mlp`` (Compacter++ forces mlp).
+        activation: adapter non-linearity.
+        lora_rank / lora_alpha / lora_targets: LoRA on the fused qkv projection (q and v, as in the LoRA paper).
+        vpt_tokens / vpt_dropout: prompts per task (per block for VPT-deep).
+        bitfit_relative_position_bias: BitFit also tunes Swin's relative-position bias tables (they are biases).
+        compacter_n / compacter_rank / compacter_tune_norms: PHM dimension, rank of the B_i factors, and whether
+            the layer norms are tuned per task (the official Compacter configs do).
+        hyper_embed_dim / hyper_hidden_dim / hyper_z: task embedding -> hidden -> projected width z fed to the
+            generators (HyperFormer, Polyhistor, Polyhistor-Lite).
+        polyhistor_rank / lite_rank: rank of the decomposed hypernetworks' factors.
+    """
+
+    adapter_reduction: float = 4.0
+    adapter_positions: list[str] = field(default_factory=lambda: ["attn", "mlp"])
+    activation: str = "gelu"
+    lora_rank: int = 4
+    lora_alpha: float | None = None
+    lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    vpt_tokens: int = 50
+    vpt_dropout: float = 0.0
+    bitfit_relative_position_bias: bool = True
+    compacter_n: int = 4
+    compacter_rank: int = 1
+    compacter_tune_norms: bool = True
+    hyper_embed_dim: int = 64
+    hyper_hidden_dim: int = 128
+    hyper_z: int = 32
+    polyhistor_rank: int = 8
+    lite_rank: int = 8
+
+
+class HyperAdapterHook:
+    """Forward hook applying slot ``slot``'s generated adapter, read from the context's per-task cache."""
+
+    def __init__(self, ctx: TaskContext, slot: int, activation: str) -> None:
+        self.ctx, self.slot, self.activation = ctx, slot, activation
+
+    def __call__(self, _mod: nn.Module, _inputs, out: torch.Tensor) -> torch.Tensor:
+        weights = self.ctx.cache.get("adapter_weights")
+        if weights is None:
+            raise RuntimeError("hyper-adapters run without generated weights; call MultiTaskSwin.forward "
+                               "(polyhistor/encoder.py), which generates them once per task")
+        return bottleneck_adapter(out, *weights[self.slot], activation=self.activation)
+
+
+def _sublayer(block: nn.Module, position: str) -> nn.Module:
+    if position not in POSITIONS:
+        raise ValueError(f"adapter position must be one of {POSITIONS}, got {position!r}")
+    return block.attn if position == "attn" else block.mlp
+
+
+class MultiTaskSwin(nn.Module):
+    """Frozen (or fine-tuned) timm Swin + the encoder-side PEFT of ``method`` for ``tasks``."""
+
+    def __init__(self, swin: nn.Module, tasks: list[str], method: str, peft: PeftConfig | None = None) -> None:
+        super().__init__()
+        self.spec = method_spec(method)
+        self.method = method
+        self.cfg = peft or PeftConfig()
+        self.swin = swin
+        self.tasks = list(tasks)
+        self.ctx = TaskContext(self.tasks)
+        self.peft = nn.ModuleDict()
+        self.blocks: list[SwinBlockInfo] = swin_blocks(swin)
+        self.dims = stage_dims(swin)
+        self.task_agnostic = self.spec.task_agnostic
+        if self.spec.full_finetune:
+            unfreeze(swin)
+        else:
+            freeze(swin)
+        getattr(self, f"_setup_{self.spec.encoder}")()
+
+    # ------------------------------------------------------------------ setup per method family
+    def _setup_none(self) -> None:
+        pass
+
+    def _slots(self, positions: list[str] | None = None) -> list[tuple[SwinBlockInfo, str]]:
+        positions = list(positions or self.cfg.adapter_positions)
+        return [(b, p) for b in self.blocks for p in POSITIONS if p in positions]
+
+    def _slot_key(self, info: SwinBlockInfo, position: str) -> str:
+        return f"s{info.stage}_b{info.index}_{position}"
+
+    def _attach_routed(self, name: str, make, positions: list[str] | None = None, shared: bool = False) -> None:
+        routed = nn.ModuleDict()
+        for info, pos in self._slots(positions):
+            key = self._slot_key(info, pos)
+            mods = make(info.dim) if shared else {t: make(info.dim) for t in self.tasks}
+            routed[key] = TaskRouted(mods, self.ctx)
+            attach(_sublayer(info.block, pos), ResidualHook(routed[key]))
+        self.peft[name] = routed
+
+    def _bottleneck(self, dim: int) -> int:
+        return bottleneck_size(dim, self.cfg.adapter_reduction)
+
+    def _setup_adapter(self) -> None:
+        self._attach_routed(
+            "adapters", lambda d: BottleneckAdapter(d, self._bottleneck(d), self.cfg.activation),
+            shared=self.spec.shared_adapters)
+
+    def _setup_compacter(self) -> None:
+        n = self.cfg.compacter_n
+        self.peft["phm_rules"] = nn.ParameterDict({t: phm_rules(n) for t in self.tasks})
+        positions = ["mlp"] if self.method == "compacter_pp" else self.cfg.adapter_positions
+        routed = nn.ModuleDict()
+        for info, pos in self._slots(positions):
+            b = self._bottleneck(info.dim)
+            b = max(n, b - b % n)
+            mods = {t: CompacterAdapter(info.dim, b, self.peft["phm_rules"][t], self.cfg.compacter_rank,
+                                        self.cfg.activation) for t in self.tasks}
+            key = self._slot_key(info, pos)
+            routed[key] = TaskRouted(mods, self.ctx)
+            attach(_sublayer(info.block, pos), ResidualHook(routed[key]))
+        self.peft["compacter"] = routed
+        if self.cfg.compacter_tune_norms:
+            add_task_norm_deltas(self.swin, self.ctx)
+
+    def _setup_bitfit(self) -> None:
+        add_task_deltas(self.swin, self.ctx, default_bias_predicate(self.cfg.bitfit_relative_position_bias))
+
+    def _setup_lora(self) -> None:
+        routed = nn.ModuleDict()
+        for info in self.blocks:
+            qkv = info.block.attn.qkv
+            slices = qkv_slices(info.dim, self.cfg.lora_targets)
+            mods = {t: LoRADelta(qkv.in_features, qkv.out_features, self.cfg.lora_rank, self.cfg.lora_alpha, slices)
+                    for t in self.tasks}
+            key = f"s{info.stage}_b{info.index}_qkv"
+            routed[key] = TaskRouted(mods, self.ctx)
+            attach(qkv, AdditiveHook(routed[key]))
+        self.peft["lora"] = routed
+
+    def _setup_vpt(self) -> None:
+        self.peft["prompts"] = SwinPrompts(self.swin, self.cfg.vpt_tokens, self.ctx, deep=self.method == "vpt_deep",
+                                           dropout=self.cfg.vpt_dropout)
+
+    def _setup_hyper(self) -> None:
+        slots = self._slots()
+        shapes = [AdapterSlot(info.dim, self._bottleneck(info.dim)) for info, _ in slots]
+        c = self.cfg
+        common = dict(num_tasks=len(self.tasks), z=c.hyper_z, embed_dim=c.hyper_embed_dim, hidden_dim=c.hyper_hidden_dim)
+        if self.method == "hyperformer":
+            bank: nn.Module = FullAdapterBank(shapes, **common)
+        elif self.method == "polyhistor":
+            bank = DecomposedAdapterBank(shapes, rank=c.polyhistor_rank, **common)
+        else:
+            bank = KroneckerAdapterBank(shapes, rank=c.lite_rank, **common)
+        self.peft["hypernet"] = bank
+        for i, (info, pos) in enumerate(slots):
+            attach(_sublayer(info.block, pos), HyperAdapterHook(self.ctx, i, self.cfg.activation))
+
+    @property
+    def bank(self) -> nn.Module | None:
+        """The hypernetwork bank of the hyper rows (None otherwise)."""
+        return self.peft["hypernet"] if "hypernet" in self.peft else None
+
+    @property
+    def prompts(self) -> SwinPrompts | None:
+        """The VPT prompts of the VPT rows (None otherwise)."""
+        return self.peft["prompts"] if "prompts" in self.peft else None
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor, task: str | None = None) -> list[torch.Tensor]:
+        """The 4 stage maps for ``task`` (any task, or None, when the method is task-agnostic)."""
+        task = task or self.tasks[0]
+        with self.ctx.use(task):
+            if self.bank is not None:
+                self.ctx.cache["adapter_weights"] = self.bank(self.ctx.index)  # once per task per forward
+            if self.prompts is not None:
+                return self.prompts.stage_features(self.swin, images)
+            return swin_stage_features(self.swin, images)
+
+    def forward_tasks(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, list[torch.Tensor]]:
+        """Stage maps per task; computed once and shared when the method is task-agnostic."""
+        tasks = list(tasks or self.tasks)
+        if self.task_agnostic:
+            feats = self.forward(images, tasks[0])
+            return {t: feats for t in tasks}
+        return {t: self.forward(images, t) for t in tasks}
+
+
+__all__ = ["MultiTaskSwin", "PeftConfig", "POSITIONS", "METHODS"]

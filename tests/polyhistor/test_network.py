@@ -1,0 +1,133 @@
+"""Every table row trains exactly what it says, keeps the frozen Swin frozen, and adapters start as the identity."""
+
+import copy
+import re
+
+import pytest
+import torch
+
+from common.peft.swin import swin_stage_features
+from polyhistor.methods import METHODS
+from polyhistor.network import PASCAL_OUTPUTS, build_network
+
+from .conftest import make_tiny_swin
+
+TASKS = list(PASCAL_OUTPUTS)
+SWIN = r"encoder\.swin\."
+DELTA = r"\.parametrizations\.(bias|relative_position_bias_table|weight)\.0\.deltas\.(semseg|human_parts|sal|normals)$"
+
+#: method -> regexes the non-decoder trainable names must match (each must match at least one name)
+EXPECTED = {
+    "decoders_only": [],
+    "mtl_full_ft": [SWIN + r"(?!.*parametrizations).*"],
+    "single_task": [SWIN + r"(?!.*parametrizations).*"],
+    "adapter": [r"encoder\.peft\.adapters\.s\d_b\d_(attn|mlp)\.per_task\.\w+\.(down|up)\.(weight|bias)$"],
+    "vl_adapter": [r"encoder\.peft\.adapters\.s\d_b\d_(attn|mlp)\.module\.(down|up)\.(weight|bias)$"],
+    "bitfit": [SWIN + r".*\.parametrizations\.(bias|relative_position_bias_table)\.0\.deltas\.\w+$"],
+    "vpt_shallow": [r"encoder\.peft\.prompts\.prompts\.\w+\.0$"],
+    "vpt_deep": [r"encoder\.peft\.prompts\.prompts\.\w+\.\d+$"],
+    "compacter": [r"encoder\.peft\.phm_rules\.\w+$",
+                  r"encoder\.peft\.compacter\.s\d_b\d_(attn|mlp)\.per_task\.\w+\.(down|up)\.(left|right|bias)$",
+                  SWIN + r".*norm\w*" + DELTA],
+    "compacter_pp": [r"encoder\.peft\.phm_rules\.\w+$",
+                     r"encoder\.peft\.compacter\.s\d_b\d_mlp\.per_task\.\w+\.(down|up)\.(left|right|bias)$",
+                     SWIN + r".*norm\w*" + DELTA],
+    "lora": [r"encoder\.peft\.lora\.s\d_b\d_qkv\.per_task\.\w+\.lora_[AB]\.[01]$"],
+    "hyperformer": [r"encoder\.peft\.hypernet\.(projector|generators)\..*"],
+    "polyhistor": [r"encoder\.peft\.hypernet\.(projector|generators)\..*"],
+    "polyhistor_lite": [r"encoder\.peft\.hypernet\.(projector|down|up|b_down|b_up|scale_\w+)\..*"],
+}
+IDENTITY_AT_INIT = ["adapter", "vl_adapter", "compacter", "compacter_pp", "lora", "bitfit", "hyperformer",
+                    "polyhistor", "polyhistor_lite"]
+
+
+def _net(method: str, seed: int = 0):
+    tasks = ["semseg"] if METHODS[method].single_task else TASKS
+    return build_network(make_tiny_swin(seed), method, tasks, decoder_embed_dim=16).train(), tasks
+
+
+def test_every_row_has_an_expectation():
+    assert set(EXPECTED) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_trainable_set_is_exactly_the_methods(method):
+    net, _ = _net(method)
+    names = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert any(n.startswith("decoders.") for n in names)
+    assert all(p.requires_grad for n, p in net.named_parameters() if n.startswith("decoders."))
+    encoder_side = [n for n in names if not n.startswith("decoders.")]
+    patterns = [re.compile(p) for p in EXPECTED[method]]
+    unexplained = [n for n in encoder_side if not any(p.fullmatch(n) for p in patterns)]
+    assert not unexplained, unexplained[:5]
+    for p in patterns:
+        assert any(p.fullmatch(n) for n in encoder_side), f"{method}: nothing trainable matches {p.pattern}"
+    if METHODS[method].full_finetune:
+        assert all(p.requires_grad for p in net.encoder.swin.parameters())
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not METHODS[m].full_finetune])
+def test_one_optimiser_step_moves_peft_and_leaves_the_frozen_swin_alone(method):
+    net, tasks = _net(method)
+    frozen = {n: p.detach().clone() for n, p in net.encoder.swin.named_parameters() if not p.requires_grad}
+    peft_before = {n: p.detach().clone() for n, p in net.named_parameters()
+                   if p.requires_grad and not n.startswith("decoders.")}
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    out = net(torch.randn(2, 3, 32, 32))
+    sum(o.square().mean() for o in out.values()).backward()
+    opt.step()
+    for n, p in net.encoder.swin.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), f"{method}: frozen {n} changed"
+    if peft_before:
+        moved = [n for n, p in net.named_parameters() if n in peft_before and not torch.equal(p, peft_before[n])]
+        assert moved, f"{method}: no encoder-side PEFT parameter received an update"
+
+
+@pytest.mark.parametrize("method", IDENTITY_AT_INIT)
+def test_identity_adapters_leave_features_unchanged_at_init(method):
+    swin = make_tiny_swin(3)
+    reference = copy.deepcopy(swin)
+    net = build_network(swin, method, TASKS, decoder_embed_dim=16).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = swin_stage_features(reference, x)
+        for task in TASKS:
+            got = net.encoder(x, task)
+            assert all(torch.allclose(g, e, atol=1e-5) for g, e in zip(got, expected)), (method, task)
+
+
+def test_vpt_rows_do_change_features():
+    swin = make_tiny_swin(3)
+    reference = copy.deepcopy(swin)
+    x = torch.randn(2, 3, 32, 32)
+    for method in ("vpt_shallow", "vpt_deep"):
+        net = build_network(copy.deepcopy(swin), method, TASKS, decoder_embed_dim=16).eval()
+        with torch.no_grad():
+            assert not torch.allclose(net.encoder(x, "sal")[0], swin_stage_features(reference, x)[0])
+
+
+def test_task_agnostic_rows_run_the_encoder_once():
+    calls = []
+    for method, expected in (("decoders_only", 1), ("vl_adapter", 1), ("adapter", len(TASKS))):
+        net, _ = _net(method)
+        handle = net.encoder.swin.patch_embed.register_forward_hook(lambda *a: calls.append(1))
+        calls.clear()
+        out = net(torch.randn(1, 3, 32, 32))
+        handle.remove()
+        assert len(calls) == expected, method
+        assert {t: o.shape for t, o in out.items()} == {t: (1, c, 32, 32) for t, c in PASCAL_OUTPUTS.items()}
+
+
+def test_deepcopy_maps_hooks_onto_the_copy():
+    swin = make_tiny_swin()
+    reference = copy.deepcopy(swin)
+    net = build_network(swin, "adapter", TASKS, decoder_embed_dim=16).eval()
+    clone = copy.deepcopy(net)
+    for p in clone.encoder.peft.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = swin_stage_features(reference, x)[-1]
+        assert torch.allclose(net.encoder(x, "semseg")[-1], expected, atol=1e-6)  # the original's adapters
+        assert not torch.allclose(clone.encoder(x, "semseg")[-1], expected)  # the copy runs its own
