@@ -1,0 +1,250 @@
+"""ST-Adapter inserted into open_clip's ``VisionTransformer``, run over the frames of a clip (plain PyTorch).
+
+:class:`VideoViT` keeps open_clip's vision tower untouched (its parameters keep their names under ``backbone.``) and
+runs its blocks itself, calling an :class:`~st_adapter.adapter.STAdapter` before attention and/or before the MLP
+of the chosen blocks::
+
+    frames (B*T) -> conv1 + [CLS] + pos + ln_pre -> for each block: [adapter] x += attn(ln_1 x); [adapter] x += mlp(ln_2 x)
+    -> CLS of every frame -> mean over T -> ln_post (the backbone's) -> Dropout(0.5) -> Linear(width, classes)
+
+That is the official head (``models_adapter.py``): the class token after the last block, averaged over frames, the
+frozen ``ln_post``, dropout 0.5 and a linear classifier on the ViT width (768 at ViT-B/16; CLIP's projection is not
+used), weight ``N(0, 0.02)``, bias 0.
+
+The three methods of the paper's comparison share this model (:func:`build_video_vit`):
+
+* ``st_adapter``: frozen backbone (optionally held in fp16/bf16, as the official code holds it in fp16) + adapters
+  + head trainable;
+* ``linear_probe``: frozen backbone, no adapters, the same frame-mean head (the per-frame features are mean-pooled,
+  so frame order is invisible to it);
+* ``full_finetune``: every backbone parameter trainable (fp32), no adapters, the same head.
+
+No Lightning, no I/O beyond :func:`common.models.load_clip` (the project's one way to get a CLIP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from st_adapter.adapter import POSITIONS, AdapterPlacement, STAdapter
+
+__all__ = ["METHODS", "DTYPES", "VideoViT", "build_video_vit", "average_view_softmax", "load_visual"]
+
+Method = Literal["st_adapter", "linear_probe", "full_finetune"]
+METHODS: tuple[str, ...] = ("st_adapter", "linear_probe", "full_finetune")
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _check_visual(visual: nn.Module) -> None:
+    need = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post")
+    missing = [a for a in need if not hasattr(visual, a)]
+    if missing:
+        raise TypeError(f"st_adapter/model.py: VideoViT needs an open_clip VisionTransformer (missing {missing}); "
+                        f"got {type(visual).__name__}. Build it with common.models.load_clip(<arch>).model.visual")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise TypeError("st_adapter/model.py: attentional-pool ViTs (CoCa) are not supported; use a CLIP ViT")
+    if not isinstance(getattr(visual, "patch_dropout", nn.Identity()), nn.Identity):
+        raise ValueError("st_adapter/model.py: patch dropout changes the token grid the adapters need; "
+                         "build the CLIP with patch_dropout=0")
+    if not getattr(visual.transformer, "batch_first", True):
+        raise ValueError("st_adapter/model.py: the vision transformer must be batch_first (open_clip >= 2.24)")
+    for blk in visual.transformer.resblocks:
+        if not all(hasattr(blk, a) for a in ("ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2")):
+            raise TypeError(f"st_adapter/model.py: unsupported transformer block {type(blk).__name__}")
+
+
+def _attn_branch(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The residual attention branch of an open_clip block (default and custom blocks)."""
+    if hasattr(blk, "attention"):  # ResidualAttentionBlock (nn.MultiheadAttention)
+        return blk.ls_1(blk.attention(q_x=blk.ln_1(x)))
+    return blk.ls_1(blk.ln_attn(blk.attn(blk.ln_1(x))))  # CustomResidualAttentionBlock
+
+
+def _mlp_branch(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+
+class VideoViT(nn.Module):
+    """An open_clip vision tower over video clips, with optional ST-Adapters and the frame-mean linear head.
+
+    Args:
+        visual: open_clip ``VisionTransformer`` (e.g. ``load_clip("ViT-B-16", "openai").model.visual``).
+        num_classes: classifier outputs.
+        placement: where the adapters go (None: no adapters).
+        freeze_backbone: freeze every backbone parameter (ST-Adapter, linear probe) or train them (full fine-tuning).
+        backbone_dtype: dtype the (frozen) backbone is held in; fp16/bf16 halve its memory (the official code uses
+            fp16). Adapters and head stay fp32. A trainable backbone must be fp32.
+        dropout: dropout before the classifier (0.5 in the paper).
+        head_init_std: std of the classifier's normal weight init (0.02).
+        grad_checkpointing: recompute each block in the backward pass (less memory, ~30% more time).
+    """
+
+    def __init__(
+        self,
+        visual: nn.Module,
+        num_classes: int,
+        placement: AdapterPlacement | None = None,
+        freeze_backbone: bool = True,
+        backbone_dtype: torch.dtype = torch.float32,
+        dropout: float = 0.5,
+        head_init_std: float = 0.02,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_visual(visual)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not freeze_backbone and backbone_dtype != torch.float32:
+            raise ValueError("a trainable backbone must be held in fp32 (use trainer.precision for mixed precision); "
+                             f"got backbone_dtype={backbone_dtype}")
+        self.backbone = visual
+        self.width = int(visual.class_embedding.shape[-1])
+        self.depth = len(visual.transformer.resblocks)
+        self.grid = tuple(int(g) for g in getattr(visual, "grid_size", ()) or ()) or None
+        self.placement = placement
+        self.freeze_backbone = freeze_backbone
+        self.grad_checkpointing = grad_checkpointing
+        self.backbone.requires_grad_(not freeze_backbone)
+        if getattr(visual, "proj", None) is not None:
+            visual.proj.requires_grad_(False)  # CLIP's projection is not used by the video head
+        if freeze_backbone:
+            self.backbone.to(backbone_dtype)
+        self.adapters = nn.ModuleDict()
+        self._slots: dict[tuple[int, str], str] = {}
+        if placement is not None:
+            for i in placement.block_indices(self.depth):
+                for pos in placement.positions:
+                    key = f"{i}_{pos}"
+                    self.adapters[key] = STAdapter(self.width, placement.width, placement.kernel_size,
+                                                   placement.activation)
+                    self._slots[(i, pos)] = key
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.width, num_classes)
+        nn.init.normal_(self.head.weight, std=head_init_std)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def backbone_dtype(self) -> torch.dtype:
+        return self.backbone.conv1.weight.dtype
+
+    def adapter(self, block: int, position: str) -> STAdapter | None:
+        """The adapter at ``(block, position)``, or None."""
+        if position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+        key = self._slots.get((block, position))
+        return None if key is None else self.adapters[key]  # type: ignore[return-value]
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def _block(self, i: int, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        blk = self.backbone.transformer.resblocks[i]
+        ad = self.adapter(i, "pre_attn")
+        if ad is not None:
+            x = ad(x, num_frames, self.grid)
+        x = x + _attn_branch(blk, x)
+        ad = self.adapter(i, "pre_mlp")
+        if ad is not None:
+            x = ad(x, num_frames, self.grid)
+        return x + _mlp_branch(blk, x)
+
+    def forward_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, H, W)`` -> tokens after the last block, ``(B*T, 1 + H'W', width)`` (before ``ln_post``)."""
+        if video.ndim != 5:
+            raise ValueError(f"expected a video batch (B, T, 3, H, W), got shape {tuple(video.shape)}")
+        t = video.shape[1]
+        x = self.backbone._embeds(video.flatten(0, 1).to(self.backbone_dtype))
+        for i in range(self.depth):
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(self._block, i, x, t, use_reentrant=False)
+            else:
+                x = self._block(i, x, t)
+        return x
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, H, W)`` -> ``(B, width)``: per-frame CLS, mean over T, ``ln_post``."""
+        b, t = video.shape[:2]
+        x = self.forward_tokens(video)
+        cls = x[:, 0].reshape(b, t, -1).mean(dim=1)
+        return self.backbone.ln_post(cls)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, H, W)`` -> logits ``(B, num_classes)`` (fp32)."""
+        feats = self.forward_features(video)
+        return self.head(self.dropout(feats.to(self.head.weight.dtype)))
+
+    # -- parameter groups ------------------------------------------------------------------------------------------
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters split into adapters / head / backbone, and the total of the model."""
+        count = lambda mod: sum(p.numel() for p in mod.parameters() if p.requires_grad)  # noqa: E731
+        return {"adapters": count(self.adapters), "head": count(self.head), "backbone": count(self.backbone),
+                "total": sum(p.numel() for p in self.parameters())}
+
+
+def average_view_softmax(logits: torch.Tensor, num_views: int) -> torch.Tensor:
+    """``(B*V, K)`` logits of ``V`` consecutive views per video -> ``(B, K)`` mean of the per-view softmax (fp32),
+    the official multi-view evaluation (softmax first, then the average)."""
+    if num_views < 1 or logits.shape[0] % num_views:
+        raise ValueError(f"{logits.shape[0]} rows are not a multiple of num_views={num_views}")
+    probs = logits.float().softmax(dim=-1)
+    return probs.reshape(-1, num_views, probs.shape[-1]).mean(dim=1)
+
+
+def load_visual(arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> nn.Module:
+    """The vision tower of an open_clip CLIP through :func:`common.models.load_clip` (text tower discarded).
+
+    ``pretrained``: None (random), ``shapes-clip-tiny`` (the ShapesWorld-pretrained tiny CLIP), an open_clip tag
+    (``openai``: downloads) or a local checkpoint path. ``device="meta"`` builds without allocating (for counting).
+    """
+    from common.models import load_clip
+
+    if str(device) == "meta":
+        with torch.device("meta"):
+            model = load_clip(arch, pretrained, device="meta").model
+    else:
+        model = load_clip(arch, pretrained, device=device).model
+    visual = model.visual
+    del model
+    return visual
+
+
+def build_video_vit(
+    arch: str = "ViT-B-16",
+    pretrained: str | None = None,
+    num_classes: int = 400,
+    method: str = "st_adapter",
+    adapter_width: int = 384,
+    adapter_positions: Sequence[str] = ("pre_mlp",),
+    adapter_blocks: int | Sequence[int] | None = None,
+    adapter_kernel_size: Sequence[int] = (3, 1, 1),
+    adapter_activation: str | None = None,
+    backbone_dtype: str = "fp32",
+    dropout: float = 0.5,
+    head_init_std: float = 0.02,
+    grad_checkpointing: bool = False,
+    device: str | torch.device = "cpu",
+) -> VideoViT:
+    """A :class:`VideoViT` for one of :data:`METHODS` (see the module docstring); the arguments mirror the config."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if backbone_dtype not in DTYPES:
+        raise ValueError(f"backbone_dtype must be one of {sorted(DTYPES)}, got {backbone_dtype!r}")
+    placement = None
+    if method == "st_adapter":
+        blocks = adapter_blocks if adapter_blocks is None or isinstance(adapter_blocks, int) else tuple(adapter_blocks)
+        placement = AdapterPlacement(width=adapter_width, positions=tuple(adapter_positions), blocks=blocks,
+                                     kernel_size=tuple(adapter_kernel_size), activation=adapter_activation)
+    dtype = DTYPES[backbone_dtype] if method != "full_finetune" else torch.float32
+    visual = load_visual(arch, pretrained, device)
+    if str(device) == "meta":
+        with torch.device("meta"):
+            return VideoViT(visual, num_classes, placement, method != "full_finetune", dtype, dropout,
+                            head_init_std, grad_checkpointing)
+    return VideoViT(visual, num_classes, placement, method != "full_finetune", dtype, dropout, head_init_std,
+                    grad_checkpointing)
