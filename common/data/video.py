@@ -21,6 +21,7 @@ On the ShapesWorld videos (H.264 yuv420p mp4, VP9 yuv420p webm) decord 0.6 (bund
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +47,16 @@ DEFAULT_BACKEND = "decord"
 class VideoDecodeError(RuntimeError):
     """A video that cannot be read. ``reason`` is one of ``missing``, ``empty``, ``undecodable``, ``truncated``."""
 
-    def __init__(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
+    REASONS = ("missing", "empty", "undecodable", "truncated")
+
+    def __init__(self, path: str | os.PathLike, reason: str | None = None, detail: str = "") -> None:
+        if reason is None:
+            # one-argument form: a DataLoader worker re-raising the error in the main process passes the full
+            # message (with the worker's traceback); keep the type and recover the reason from the text
+            found = re.search(r"VideoDecodeError: (\w+) video (.+?)(?::|$)", str(path), re.MULTILINE)
+            self.path, self.reason, self.detail = (found.group(2), found.group(1), "") if found else ("", "undecodable", "")
+            super().__init__(str(path))
+            return
         self.path = str(path)
         self.reason = reason
         self.detail = detail
@@ -213,8 +223,6 @@ class PyAVReader(VideoReader):
     backend = "pyav"
 
     def _open(self) -> Any:
-        import av
-
         container = av.open(str(self.path), mode="r")
         if not container.streams.video:
             container.close()

@@ -69,11 +69,12 @@ def test_kinetics_official_csv_and_lists_agree(k400: Path) -> None:
         rows = list(csv.reader(f))
     assert rows[0] == ["label", "youtube_id", "time_start", "time_end", "split"]
     assert len(rows) == 1 + K400_CLASSES * 3
-    for label, yid, start, end, split in rows[1:]:
-        assert re.fullmatch(r"[A-Za-z0-9_-]{11}", yid) and split == "train" and int(end) - int(start) == 10
-        assert (k400 / "train" / f"{yid}_{int(start):06d}_{int(end):06d}.mp4").is_file()
     names = read_class_csv(k400 / "labels.csv")
     assert names == sorted(names) and len(names) == K400_CLASSES  # class index = sorted label names
+    for label, yid, start, end, split in rows[1:]:
+        assert label in names
+        assert re.fullmatch(r"[A-Za-z0-9_-]{11}", yid) and split == "train" and int(end) - int(start) == 10
+        assert (k400 / "train" / f"{yid}_{int(start):06d}_{int(end):06d}.mp4").is_file()
 
     lists = _k400(k400)
     official = _k400(k400, train_file="annotations/train.csv", val_file="annotations/val.csv", class_file=None)
