@@ -128,6 +128,14 @@ class VideoViT(nn.Module):
         nn.init.normal_(self.head.weight, std=head_init_std)
         nn.init.zeros_(self.head.bias)
 
+    def train(self, mode: bool = True) -> VideoViT:
+        """A frozen backbone always stays in eval mode (CLIP has no dropout or batch norm, so this changes no
+        result; it lets torch use the fused inference attention where no gradient flows)."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
     @property
     def backbone_dtype(self) -> torch.dtype:
         return self.backbone.conv1.weight.dtype

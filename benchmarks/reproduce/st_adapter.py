@@ -1,0 +1,256 @@
+"""ST-Adapter's table: K400 (appearance) and SSv2 (motion) rows, ST-Adapter beside the linear probe and full FT.
+
+Rows come from ``st_adapter/configs/<preset>/`` (:mod:`st_adapter.configs.generate`): for each dataset the
+ST-Adapter row, the frozen frame-mean linear probe and full fine-tuning (``tiny``/``smoke``: 8 (4) frames by
+default; ``--rows`` also reaches the 16-frame tiny rows; ``paper``: every ViT-B/16 and ViT-L/14 row).
+
+Data:
+
+* ``tiny``: the ShapesWorld Kinetics-400 and SSv2 sets at their default places (``outputs/data/kinetics400``,
+  ``outputs/data/ssv2``), written on first use, and the ShapesWorld-pretrained ``shapes-clip-tiny``;
+* ``smoke``: a very small ShapesWorld pair under ``outputs/data/{kinetics400,ssv2}-smoke`` (2 videos per class);
+* ``--data``: the real datasets, either ``k400=/path/to/kinetics400,ssv2=/path/to/ssv2`` or one folder holding
+  ``kinetics400/`` and/or ``ssv2/``; rows of a dataset that is not given are left out (with a message).
+
+The score of a row is the multi-view top-1 accuracy on the validation split after the last epoch (``val/acc1``,
+softmax averaged over the views, the official protocol), beside the paper's ViT-B/16 figure (PAPERS.md §2).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.reproduce import Plan, Row, RowResult
+from common.paths import data_dir, project_root
+from st_adapter.configs.generate import Setting, settings
+
+DATASET_DIRS = {"k400": "kinetics400", "ssv2": "ssv2"}
+DATASET_LABEL = {"k400": "K400 (appearance)", "ssv2": "SSv2 (motion)"}
+METHOD_LABEL = {"st_adapter": "ST-Adapter", "linear_probe": "Linear probe (frozen, frame mean)",
+                "full_finetune": "Full fine-tuning"}
+#: paper top-1 (ViT-B/16 unless the row says otherwise) and how sure we are of it (PAPERS.md §2)
+PAPER_TOP1: dict[tuple[str, str, int, str], tuple[float, str]] = {
+    ("k400", "ViT-B-16", 8, "st_adapter"): (82.0, "paper; released code 82.2"),
+    ("k400", "ViT-B-16", 32, "st_adapter"): (82.7, "[?]"),
+    ("k400", "ViT-L-14", 8, "st_adapter"): (86.9, "[?]"),
+    ("k400", "ViT-L-14", 32, "st_adapter"): (87.2, "[?] third-party listing"),
+    ("ssv2", "ViT-B-16", 8, "st_adapter"): (67.1, "[?]; released code 66.9"),
+    ("ssv2", "ViT-B-16", 32, "st_adapter"): (69.5, "third-party quote"),
+    ("ssv2", "ViT-L-14", 32, "st_adapter"): (72.3, "third-party quote"),
+}
+#: relative cost of a tiny row (for the ETA before the first row finished)
+COST = {"st_adapter": 1.0, "linear_probe": 0.45, "full_finetune": 1.3}
+SMOKE_WRITER = {"num_per_class": 2, "val_per_class": 1, "frames": 8, "size": 32}
+
+
+def _config(s: Setting) -> str:
+    return str(s.path.relative_to(project_root()))
+
+
+def row_key(s: Setting) -> str:
+    return f"{s.dataset}_{s.name}"
+
+
+def parse_data(data: str | None) -> dict[str, Path]:
+    """``k400=PATH,ssv2=PATH`` or a folder with ``kinetics400/`` / ``ssv2/`` -> ``{dataset: root}``."""
+    if not data:
+        return {}
+    if "=" in data:
+        out = {}
+        for part in data.split(","):
+            key, _, path = part.partition("=")
+            key = key.strip().lower()
+            if key not in DATASET_DIRS:
+                raise SystemExit(f"--data: unknown dataset {key!r} in {data!r}; use k400=PATH,ssv2=PATH")
+            out[key] = Path(path).expanduser()
+        return out
+    root = Path(data).expanduser()
+    found = {ds: root / d for ds, d in DATASET_DIRS.items() if (root / d).is_dir()}
+    if not found:
+        raise SystemExit(f"--data {root}: expected sub-folders {sorted(DATASET_DIRS.values())} (or pass "
+                         "k400=PATH,ssv2=PATH)")
+    return found
+
+
+def _default_rows(s: Setting) -> bool:
+    return s.preset == "paper" or s.frames == min(x.frames for x in settings() if x.preset == s.preset)
+
+
+def make_plan(preset: str, data: str | None = None, only: list[str] | None = None) -> Plan:
+    """The rows of ``preset`` (default rows, or the ``only`` keys) with their data overrides."""
+    roots = parse_data(data)
+    if preset == "paper" and not roots:
+        raise SystemExit("the paper preset needs the real datasets: --data k400=/path/kinetics400,ssv2=/path/ssv2 "
+                         "(layouts: common/data/kinetics.py, common/data/ssv2.py)")
+    candidates = [s for s in settings() if s.preset == preset]
+    keys = {row_key(s): s for s in candidates}
+    if only:
+        unknown = set(only) - set(keys)
+        if unknown:
+            raise SystemExit(f"unknown row(s) {sorted(unknown)}; rows are {sorted(keys)}")
+        chosen = [keys[k] for k in only]
+    else:
+        chosen = [s for s in candidates if _default_rows(s)]
+    rows, skipped = [], []
+    for s in chosen:
+        overrides: list[str] = []
+        if roots:
+            if s.dataset not in roots:
+                skipped.append(row_key(s))
+                continue
+            overrides += [f"--data.init_args.root={roots[s.dataset]}", "--data.init_args.synth_if_missing=false"]
+        elif preset == "smoke":
+            overrides.append(f"--data.init_args.root={data_dir() / (DATASET_DIRS[s.dataset] + '-smoke')}")
+        label = f"{DATASET_LABEL[s.dataset]}: {METHOD_LABEL[s.method]}, {s.arch}, {s.frames} frames"
+        rows.append(Row(row_key(s), label, _config(s), overrides,
+                        COST[s.method] * s.frames / 8 * (2.0 if s.dataset == "ssv2" else 1.0)))
+    if skipped:
+        print(f"[reproduce] no data given for: {', '.join(skipped)} (left out)")
+    # motion rows first (they carry the headline comparison), then ST-Adapter, probe, full FT; fewer frames first
+    order = {m: i for i, m in enumerate(METHOD_LABEL)}
+    by_key = {row_key(s): s for s in chosen}
+    rows.sort(key=lambda r: (by_key[r.key].dataset != "ssv2", by_key[r.key].arch, by_key[r.key].frames,
+                             order[by_key[r.key].method]))
+    plan = Plan("st_adapter", preset, rows, cli_module="st_adapter", experiment="st_adapter",
+                info={"data": data, "settings": {row_key(s): s for s in chosen}})
+    plan.prepare = lambda: prepare(plan)
+    return plan
+
+
+def prepare(plan: Plan) -> None:
+    """Write the ShapesWorld sets the rows read (if missing) and build ``shapes-clip-tiny`` (if needed)."""
+    from common.data.synth.video_writers import write_kinetics400, write_ssv2
+
+    writers = {"k400": write_kinetics400, "ssv2": write_ssv2}
+    need_pretrained = set()
+    for row in plan.rows:
+        cfg = yaml.safe_load((project_root() / row.config).read_text())
+        s: Setting = plan.info["settings"][row.key]
+        pre = cfg["model"]["init_args"].get("pretrained")
+        if isinstance(pre, str) and pre.startswith("shapes-"):
+            need_pretrained.add(pre)
+        if plan.info.get("data"):
+            continue
+        if plan.preset == "smoke":
+            root = data_dir() / (DATASET_DIRS[s.dataset] + "-smoke")
+            if not root.exists():
+                print(f"[reproduce] writing a small ShapesWorld {s.dataset} to {root}")
+                writers[s.dataset](root, progress=False, **SMOKE_WRITER)
+        else:
+            root = Path(cfg["data"]["init_args"].get("root") or data_dir() / DATASET_DIRS[s.dataset])
+            if not root.exists():
+                print(f"[reproduce] writing the ShapesWorld {s.dataset} to {root}")
+                writers[s.dataset](root)
+    if need_pretrained:
+        from common.models import ensure_pretrained
+
+        for name in sorted(need_pretrained):
+            ensure_pretrained(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------- table
+def table_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]]:
+    """One dict per finished or failed row, in plan order."""
+    out = []
+    for row in plan.rows:
+        res = results.get(row.key)
+        if res is None:
+            continue
+        s: Setting = plan.info["settings"][row.key]
+        paper_frames = s.frames if s.preset == "paper" else {4: 8, 8: 8, 16: 32}[s.frames]
+        paper_arch = s.arch if s.preset == "paper" else "ViT-B-16"
+        paper = PAPER_TOP1.get((s.dataset, paper_arch, paper_frames, s.method))
+        m = res.metrics if res.status == "finished" else {}
+        cfg = yaml.safe_load((project_root() / row.config).read_text())["data"]["init_args"]
+        views = cfg.get("val_clips", 1) * cfg.get("val_crops", 1)
+        out.append({
+            "key": row.key, "dataset": s.dataset, "method": s.method, "arch": s.arch, "frames": s.frames,
+            "status": res.status, "trainable": res.trainable_params, "params_m": (res.trainable_params or 0) / 1e6 if res.trainable_params else None,
+            "views": f"{cfg.get('val_crops', 1)}x{cfg.get('val_clips', 1)}" if views else "",
+            "top1": 100 * m["val/acc1"] if "val/acc1" in m else None,
+            "top5": 100 * m["val/acc5"] if "val/acc5" in m else None,
+            "mean_class": 100 * m["val/mean_class_acc"] if "val/mean_class_acc" in m else None,
+            "paper_top1": paper[0] if paper else None, "paper_note": paper[1] if paper else "",
+            "paper_row": f"{paper_arch} {paper_frames}f" if paper else "", "run_id": res.run_id,
+            "minutes": res.seconds / 60,
+        })
+    return out
+
+
+def _f(v: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def headline(rows: list[dict[str, Any]]) -> str:
+    """'ST-Adapter vs the frozen frame-mean probe' per dataset, the comparison the paper's method exists for."""
+    lines = []
+    for ds in ("ssv2", "k400"):
+        by = {r["method"]: r for r in rows if r["dataset"] == ds and r["frames"] == min(
+            (x["frames"] for x in rows if x["dataset"] == ds), default=0)}
+        st, lp = by.get("st_adapter"), by.get("linear_probe")
+        if st and lp and st["top1"] is not None and lp["top1"] is not None:
+            lines.append(f"- {DATASET_LABEL[ds]}: ST-Adapter {st['top1']:.1f} vs frozen frame-mean probe "
+                         f"{lp['top1']:.1f} top-1 ({st['top1'] - lp['top1']:+.1f} points)")
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict[str, Any]], header: str) -> str:
+    lines = [header, "", headline(rows), "",
+             "| Dataset | Method | Backbone | Frames | Views (crops x clips) | Trainable (M) | Top-1 | Top-5 | "
+             "Mean class acc | Paper top-1 | Paper row | Minutes | Status |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|"]
+    for r in rows:
+        paper = _f(r["paper_top1"]) + (f" ({r['paper_note']})" if r["paper_note"] else "")
+        lines.append(f"| {DATASET_LABEL[r['dataset']]} | {METHOD_LABEL[r['method']]} | {r['arch']} | {r['frames']} | "
+                     f"{r['views']} | {_f(r['params_m'], '{:.3f}')} | {_f(r['top1'])} | {_f(r['top5'])} | "
+                     f"{_f(r['mean_class'])} | {paper} | {r['paper_row'] or '-'} | {r['minutes']:.1f} | "
+                     f"{r['status']} |")
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ["key", "dataset", "method", "arch", "frames", "views", "status", "trainable", "params_m", "top1", "top5",
+              "mean_class", "paper_top1", "paper_row", "paper_note", "minutes", "run_id"]
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]))
+                    for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
+                  results_dir: Path | None = None) -> tuple[str, list[Path]]:
+    """Write ``st_adapter_<preset>.md/.csv`` and log the table's numbers to the parent run."""
+    from common import tracking
+
+    rows = table_rows(plan, results)
+    client = tracking.client()
+    for r in rows:
+        if r["top1"] is not None:
+            client.log_metric(parent, f"table/{r['key']}/top1", float(r["top1"]))
+    data = plan.info.get("data") or ("ShapesWorld Kinetics-400 (12 colour x shape classes) and SSv2 "
+                                     "(8 motion/direction classes), generated")
+    trained = sum(res.seconds for res in results.values())
+    header = (f"# ST-Adapter table, `{plan.preset}` preset\n\n"
+              f"Data: {data}; generated {time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, "
+              f"MLflow parent run `{parent}`; training time of the rows {trained / 60:.1f} min. Top-1 on the "
+              "validation split after the last epoch, softmax averaged over the views. The paper column is the "
+              "paper's figure on the real dataset (ViT-B/16 for the tiny rows), PAPERS.md §2.")
+    md = markdown(rows, header)
+    out_dir = results_dir or project_root() / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = out_dir / f"st_adapter_{plan.preset}.md"
+    csv_path = out_dir / f"st_adapter_{plan.preset}.csv"
+    md_path.write_text(md + "\n")
+    csv_path.write_text(to_csv(rows))
+    return md, [md_path, csv_path]
