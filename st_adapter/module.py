@@ -66,7 +66,37 @@ def _stage_metrics(num_classes: int) -> nn.ModuleDict:
         "mean_class_acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="macro"),
         "loss": torchmetrics.MeanMetric().set_dtype(torch.float64),
         "count": torchmetrics.SumMetric().set_dtype(torch.float64),
+        "confusion": torchmetrics.ConfusionMatrix(task="multiclass", num_classes=num_classes),
     })
+
+
+def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str):  # noqa: ANN201 - a Figure
+    """A row-normalised confusion matrix (rows: true class) as a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = matrix.double()
+    m = (m / m.sum(1, keepdim=True).clamp_min(1)).cpu().numpy()
+    k = len(m)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * k, 2 + 0.4 * k), dpi=100)
+    ax.imshow(m, vmin=0, vmax=1, cmap="Blues")
+    ticks = list(range(k))
+    names = class_names if len(class_names) == k else [str(i) for i in ticks]
+    ax.set_xticks(ticks, names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(ticks, names, fontsize=7)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j] >= 0.005:
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if m[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 class STAdapterModule(CVModule):
@@ -177,11 +207,42 @@ class STAdapterModule(CVModule):
         m["mean_class_acc"].update(probs, label)
         m["loss"].update(nll.double())
         m["count"].update(torch.ones_like(nll, dtype=torch.float64).sum())
+        m["confusion"].update(probs, label)
 
     def _log_stage(self, stage: str) -> None:
         for name, metric in self.eval_metrics[stage].items():
+            if name == "confusion":
+                continue
             self.log(f"{stage}/{name}", metric.compute(), sync_dist=False)
             metric.reset()
+        confusion = self.eval_metrics[stage]["confusion"]
+        matrix = confusion.compute()
+        confusion.reset()
+        last_val = stage == "val" and (self.trainer.state.fn != "fit"
+                                       or self.current_epoch + 1 >= (self.trainer.max_epochs or 0))
+        if (stage == "test" or last_val) and self.trainer.is_global_zero:
+            self._log_confusion(matrix, stage)
+
+    def _log_confusion(self, matrix: torch.Tensor, stage: str) -> None:
+        """Upload the confusion matrix picture to the MLflow run (rank 0; other loggers are skipped)."""
+        from common.tracking import CVMLFlowLogger
+
+        loggers = [lg for lg in self.trainer.loggers if isinstance(lg, CVMLFlowLogger)]
+        if not loggers:
+            return
+        import matplotlib.pyplot as plt
+
+        names = list(self.data_info.get("class_names") or [])
+        acc = float(matrix.diag().sum() / matrix.sum().clamp_min(1))
+        fig = confusion_figure(matrix, names, f"{self.hparams.method} {stage} (epoch {self.current_epoch}), "
+                                              f"top-1 {100 * acc:.1f}%")
+        try:
+            for lg in loggers:
+                lg.experiment.log_figure(lg.run_id, fig, f"confusion/{stage}_epoch{self.current_epoch}.png")
+        except Exception as err:  # an artifact-store problem must not end the run
+            rank_zero_info(f"[st_adapter] could not upload the confusion matrix: {err}")
+        finally:
+            plt.close(fig)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -47,6 +47,8 @@ def test_smoke_reproduction_writes_results_tracks_rows_and_resumes(tmp_path, mlf
     assert {f.path for f in client.list_artifacts(parent, "results")} == {
         "results/st_adapter_smoke.md", "results/st_adapter_smoke.csv"}
     assert f"table/{ROWS[0]}/top1" in client.get_run(parent).data.metrics
+    for child in children:  # the confusion matrix of the last validation is a picture on each run
+        assert [f.path for f in client.list_artifacts(child.info.run_id, "confusion")] == ["confusion/val_epoch0.png"]
 
     # resume: nothing trained again, no new child
     assert main(args) == 0
