@@ -1,0 +1,192 @@
+"""Polyhistor's PASCAL-Context table: every row of ``polyhistor/configs/<preset>/``, single-task rows first.
+
+Table columns: trainable parameters, semseg mIoU, human-parts mIoU, saliency mIoU, normals mean angle (lower is
+better) and Δm against our own single-task rows, each beside the paper's figure. The single-task row is four
+runs (one per task); its parameters are their sum and its metrics each run's own task.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.reproduce import Plan, Row, RowResult
+from common.metrics.dense import delta_m
+from common.paths import data_dir, project_root
+from polyhistor.configs.generate import TASKS, row_names
+from polyhistor.methods import METHODS
+from polyhistor.module import LOWER_IS_BETTER, MAIN_METRIC
+
+#: relative cost of a row (one step of the tiny preset, measured on 2 CPU cores), for the ETA
+COST = {"single_task": 0.35, "decoders_only": 0.4, "mtl_full_ft": 0.6, "vl_adapter": 0.5, "adapter": 1.0,
+        "bitfit": 0.9, "vpt_shallow": 1.0, "vpt_deep": 1.3, "compacter": 1.1, "compacter_pp": 1.0, "lora": 0.9,
+        "hyperformer": 1.2, "polyhistor": 1.2, "polyhistor_lite": 1.2}
+COLUMNS = [("semseg", "SemSeg mIoU ↑"), ("human_parts", "Parts mIoU ↑"), ("sal", "Sal mIoU ↑"),
+           ("normals", "Normals mean° ↓")]
+
+
+def _config_path(preset: str, stem: str) -> str:
+    return f"polyhistor/configs/{preset}/{stem}.yaml"
+
+
+def make_plan(preset: str, data: str | None = None, only: list[str] | None = None) -> Plan:
+    """All rows of ``preset`` (or the ``only`` keys), single-task runs first."""
+    rows = []
+    for stem, method, _tasks in row_names():
+        overrides = []
+        if data:
+            overrides += [f"--data.init_args.root={data}", "--data.init_args.generate_if_missing=false"]
+        rows.append(Row(stem, METHODS[method].label + (f" [{stem.split('_', 2)[2]}]" if method == "single_task"
+                                                         else ""), _config_path(preset, stem), overrides,
+                        COST.get(method, 1.0) + 0.3))
+    rows.sort(key=lambda r: not r.key.startswith("single_task"))
+    if only:
+        unknown = set(only) - {r.key for r in rows}
+        if unknown:
+            raise SystemExit(f"unknown row(s) {sorted(unknown)}; rows are {[r.key for r in rows]}")
+        rows = [r for r in rows if r.key in only]
+    plan = Plan("polyhistor", preset, rows, cli_module="polyhistor", experiment="polyhistor",
+                info={"data": data})
+    plan.prepare = lambda: prepare(plan)
+    return plan
+
+
+def prepare(plan: Plan) -> None:
+    """Write the ShapesWorld PASCAL_MT and pretrain ``shapes-swin-tiny`` if the rows need them and they are missing."""
+    if not plan.rows:
+        return
+    cfg = yaml.safe_load((project_root() / plan.rows[0].config).read_text())
+    data_args = cfg["data"]["init_args"]
+    model_args = cfg["model"]["init_args"]
+    if plan.info.get("data") is None and data_args.get("generate_if_missing"):
+        root = Path(data_args["root"]) if data_args.get("root") else data_dir() / "pascal-context"
+        if not root.exists():
+            from common.data.synth.pascal_mt import write_pascal_mt
+
+            print(f"[reproduce] writing the ShapesWorld PASCAL_MT to {root}")
+            write_pascal_mt(root, **(data_args.get("synth_options") or {}))
+    pretrained = model_args.get("pretrained")
+    if isinstance(pretrained, str) and pretrained.startswith("shapes-"):
+        from common.models import ensure_pretrained
+
+        ensure_pretrained(pretrained)
+
+
+# ---------------------------------------------------------------------------------------------------------------- table
+def _main(res: RowResult | None, task: str) -> float | None:
+    if res is None or res.status != "finished":
+        return None
+    v = res.metrics.get(f"val/{task}/{MAIN_METRIC[task]}")
+    return v if v is not None and math.isfinite(v) else None
+
+
+def table_rows(results: dict[str, RowResult]) -> list[dict[str, Any]]:
+    """One dict per table row: method, key, status, params, the four metrics, Δm, and the paper's figures."""
+    st = {t: _main(results.get(f"single_task_{t}"), t) for t in TASKS}
+    baseline = {t: v for t, v in st.items() if v is not None}
+    out = []
+    for name, spec in METHODS.items():
+        paper = spec.paper
+        row: dict[str, Any] = {"method": spec.label, "key": name}
+        if spec.single_task:
+            runs = [results.get(f"single_task_{t}") for t in TASKS]
+            if not any(runs):
+                continue
+            ok = all(r is not None and r.status == "finished" for r in runs)
+            row["status"] = "finished" if ok else "incomplete"
+            params = [r.trainable_params for r in runs if r is not None and r.trainable_params]
+            row["params_m"] = sum(params) / 1e6 if ok else None
+            metrics = dict(st)
+            row["delta_m"] = 0.0 if len(baseline) == len(TASKS) else None
+        else:
+            res = results.get(name)
+            if res is None:
+                continue
+            row["status"] = res.status
+            row["params_m"] = res.trainable_params / 1e6 if res.trainable_params else None
+            metrics = {t: _main(res, t) for t in TASKS}
+            row["delta_m"] = (delta_m(metrics, baseline, LOWER_IS_BETTER)
+                              if len(baseline) == len(TASKS) and all(v is not None for v in metrics.values())
+                              else None)
+        row.update(metrics)
+        row.update({"params_m_paper": paper.params_m, "semseg_paper": paper.semseg,
+                    "human_parts_paper": paper.human_parts, "sal_paper": paper.sal, "normals_paper": paper.normals,
+                    "delta_m_paper": paper.delta_m})
+        out.append(row)
+    return out
+
+
+def _f(v: float | None, digits: int = 2, sign: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def markdown(rows: list[dict[str, Any]], header: str) -> str:
+    cols = ["Method", "Params (M)", "paper"]
+    for _t, title in COLUMNS:
+        cols += [title, "paper"]
+    cols += ["Δm %", "paper"]
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(cols) - 1)) + "|"]
+    for r in rows:
+        cells = [r["method"] + ("" if r["status"] == "finished" else f" ({r['status']})"),
+                 _f(r["params_m"]), _f(r["params_m_paper"])]
+        for t, _title in COLUMNS:
+            cells += [_f(r[t]), _f(r[f"{t}_paper"])]
+        cells += [_f(r["delta_m"], sign=True), _f(r["delta_m_paper"], sign=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ["method", "key", "status", "params_m", "params_m_paper", "semseg", "semseg_paper", "human_parts",
+              "human_parts_paper", "sal", "sal_paper", "normals", "normals_paper", "delta_m", "delta_m_paper"]
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]))
+                    for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
+                  results_dir: Path | None = None) -> tuple[str, list[Path]]:
+    """Write ``polyhistor_<preset>.md/.csv``, log Δm to the child runs and the table to the parent."""
+    from common import tracking
+
+    rows = table_rows(results)
+    client = tracking.client()
+    for r in rows:
+        if r["delta_m"] is None:
+            continue
+        keys = [f"single_task_{t}" for t in TASKS] if r["key"] == "single_task" else [r["key"]]
+        for k in keys:
+            res = results.get(k)
+            if res is not None and res.run_id and not res.reused:
+                client.log_metric(res.run_id, "val/delta_m", float(r["delta_m"]))
+        client.log_metric(parent, f"table/{r['key']}/delta_m", float(r["delta_m"]))
+        if r["params_m"] is not None:
+            client.log_metric(parent, f"table/{r['key']}/params_m", float(r["params_m"]))
+    trained = sum(res.seconds for res in results.values())
+    header = (f"# Polyhistor table, `{plan.preset}` preset\n\n"
+              f"Data: {plan.info.get('data') or 'ShapesWorld PASCAL_MT (generated)'}; generated "
+              f"{time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, MLflow parent run `{parent}`; "
+              f"training time of the rows {trained / 60:.1f} min. Metrics on val; Δm against our single-task rows; "
+              "paper: Swin-T on PASCAL-Context (PAPERS.md §5).")
+    md = markdown(rows, header)
+    out_dir = results_dir or project_root() / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = out_dir / f"polyhistor_{plan.preset}.md"
+    csv_path = out_dir / f"polyhistor_{plan.preset}.csv"
+    md_path.write_text(md + "\n")
+    csv_path.write_text(to_csv(rows))
+    return md, [md_path, csv_path]

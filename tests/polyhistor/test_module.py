@@ -1,0 +1,61 @@
+"""The LightningModule: trains on ShapesWorld PASCAL_MT batches, logs per-task metrics and Δm, and the configs."""
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+
+from common.data.pascal_context import PascalContextMTDataModule
+from common.metrics.dense import delta_m
+from polyhistor.configs.generate import expected_files
+from polyhistor.methods import METHODS
+from polyhistor.module import PolyhistorModule
+
+
+@pytest.fixture(scope="session")
+def pascal_root(tmp_path_factory):
+    from common.data.synth.pascal_mt import write_pascal_mt
+
+    root = tmp_path_factory.mktemp("pascal_mt")
+    write_pascal_mt(root, num_train=6, num_val=4, size=32, progress=False)
+    return root
+
+
+def _fit(module, dm, steps=2):
+    trainer = pl.Trainer(max_steps=steps, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, dm)
+    return trainer
+
+
+def test_fit_logs_every_task_metric_and_delta_m(pascal_root):
+    dm = PascalContextMTDataModule(root=str(pascal_root), image_size=32, batch_size=4)
+    baseline = {"semseg": 20.0, "human_parts": 10.0, "sal": 30.0, "normals": 40.0}
+    module = PolyhistorModule(method="polyhistor_lite", pretrained=None, decoder_embed_dim=8,
+                              single_task_baseline=baseline, data_info=dm.info)
+    m = _fit(module, dm).callback_metrics
+    for key in ("train/loss_semseg", "train/loss_normals", "val/loss", "val/semseg/mIoU", "val/human_parts/mIoU",
+                "val/sal/mIoU", "val/sal/maxF", "val/normals/mean", "val/normals/median"):
+        assert key in m and torch.isfinite(m[key]), key
+    main = {"semseg": float(m["val/semseg/mIoU"]), "human_parts": float(m["val/human_parts/mIoU"]),
+            "sal": float(m["val/sal/mIoU"]), "normals": float(m["val/normals/mean"])}
+    assert float(m["val/delta_m"]) == pytest.approx(delta_m(main, baseline, ("normals",)), abs=1e-4)
+
+
+def test_single_task_needs_one_task_and_trains_only_it(pascal_root):
+    dm = PascalContextMTDataModule(root=str(pascal_root), image_size=32, batch_size=4, tasks=["sal"])
+    with pytest.raises(ValueError, match="one task per run"):
+        PolyhistorModule(method="single_task", tasks=["sal", "semseg"], pretrained=None, data_info=dm.info)
+    module = PolyhistorModule(method="single_task", pretrained=None, decoder_embed_dim=8, data_info=dm.info)
+    assert module.tasks == ["sal"]
+    m = _fit(module, dm).callback_metrics
+    assert "val/sal/mIoU" in m and "val/semseg/mIoU" not in m and "val/delta_m" not in m
+
+
+def test_generated_configs_are_in_sync_and_cover_every_row():
+    files = expected_files()
+    for path, text in files.items():
+        assert path.is_file() and path.read_text() == text, f"{path} is stale: run python -m polyhistor.configs.generate"
+    for preset in ("smoke", "tiny", "paper"):
+        methods = {yaml.safe_load(t)["model"]["init_args"]["method"] for p, t in files.items() if p.parent.name == preset}
+        assert methods == set(METHODS)
