@@ -1,0 +1,130 @@
+"""The cache of ShapesWorld-pretrained tiny backbones: ``outputs/pretrained/<name>/{weights.pt,manifest.json}``.
+
+:func:`ensure_pretrained` returns the cached weights, pretraining them first when they are missing (or were made for
+another architecture). Several processes (DDP ranks, parallel tests) may ask at once: a file lock makes one of them
+train while the others wait and then read the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from common.models.registry import get_shapes_model
+from common.paths import pretrained_dir
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.pt"
+MANIFEST_FILE = "manifest.json"
+
+#: environment variable: the pretraining budget used when a backbone is trained on first use (default 1.0)
+BUDGET_ENV = "CVINW_PRETRAIN_BUDGET"
+
+
+def cache_dir(name: str, root: Path | None = None) -> Path:
+    """``outputs/pretrained/<name>/`` (``root`` overrides ``outputs/pretrained``)."""
+    return (root if root is not None else pretrained_dir()) / name
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(name: str, root: Path | None = None) -> dict[str, Any] | None:
+    """The manifest of a cached backbone, or None when there is no complete cache entry."""
+    d = cache_dir(name, root)
+    mf, wf = d / MANIFEST_FILE, d / WEIGHTS_FILE
+    if not (mf.is_file() and wf.is_file()):
+        return None
+    try:
+        return json.loads(mf.read_text())
+    except json.JSONDecodeError as err:
+        raise RuntimeError(
+            f"corrupt manifest {mf} ({err}); rebuild it with "
+            f"`python -m common.data.synth pretrain --name {name} --force`"
+        ) from err
+
+
+def cache_is_valid(name: str, root: Path | None = None) -> bool:
+    """True when a cache entry exists and was made for the current architecture config."""
+    manifest = read_manifest(name, root)
+    if manifest is None:
+        return False
+    current = json.loads(json.dumps(get_shapes_model(name).arch_config()))  # tuples -> lists, as in the manifest
+    if manifest.get("arch") != current:
+        log.warning("cached %s was built for another architecture config; it will be rebuilt", name)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def default_budget() -> float:
+    """The budget for training on first use: ``$CVINW_PRETRAIN_BUDGET`` or 1.0."""
+    raw = os.environ.get(BUDGET_ENV, "1.0")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"${BUDGET_ENV} must be a number (a multiple of the default budget), got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"${BUDGET_ENV} must be positive, got {raw!r}")
+    return value
+
+
+def ensure_pretrained(
+    name: str,
+    *,
+    budget: float | None = None,
+    force: bool = False,
+    root: Path | None = None,
+    data_budget: float | None = None,
+    recipe: dict[str, Any] | None = None,
+) -> Path:
+    """Path of the cached weights of a ShapesWorld backbone, pretraining it first if needed (progress bar + ETA).
+
+    Args:
+        name: a name from :data:`common.models.registry.SHAPES_MODELS`.
+        budget: pretraining budget when training happens (default: :func:`default_budget`).
+        force: retrain even if the cache is valid.
+        root: cache root (default ``outputs/pretrained``).
+        data_budget, recipe: passed to :func:`common.data.synth.pretrain.pretrain` when training happens.
+    """
+    get_shapes_model(name)  # clear error for unknown names
+    d = cache_dir(name, root)
+    if not force and cache_is_valid(name, root):
+        return d / WEIGHTS_FILE
+    with _locked(d.parent / f".{name}.lock"):
+        if not force and cache_is_valid(name, root):  # someone else trained it while we waited
+            return d / WEIGHTS_FILE
+        from common.data.synth.pretrain import pretrain  # lazy: training code is only needed on a cache miss
+
+        log.warning("pretrained %s not in %s: pretraining it on ShapesWorld now (once)", name, d)
+        pretrain(
+            name,
+            budget=default_budget() if budget is None else budget,
+            root=root,
+            data_budget=data_budget,
+            recipe=recipe,
+        )
+    return d / WEIGHTS_FILE
