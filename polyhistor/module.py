@@ -62,6 +62,7 @@ class PolyhistorModule(CVModule):
         loss_weights: per-task loss weights (default semseg 1, human_parts 2, sal 5, normals 10).
         lr / weight_decay / warmup_steps / warmup_epochs: AdamW, linear warm-up (steps + epochs) then cosine decay
             to 0, stepped per optimiser step.
+        backbone_lr_scale: the Swin's own weights (trained by the full fine-tuning rows) use ``lr`` times this.
         single_task_baseline: ``{task: main metric}`` of single-task fine-tuning, for ``val/delta_m``.
         data_info: linked from the datamodule.
     """
@@ -84,6 +85,7 @@ class PolyhistorModule(CVModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         warmup_epochs: float = 0.0,
+        backbone_lr_scale: float = 1.0,
         single_task_baseline: dict[str, float] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -107,6 +109,7 @@ class PolyhistorModule(CVModule):
         self.baseline = dict(single_task_baseline or {})
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.warmup_epochs = warmup_steps, warmup_epochs
+        self.backbone_lr_scale = backbone_lr_scale
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: _task_metrics(t, outputs[t], self.ignore_index) for t in self.tasks})
             for stage in ("val", "test")})
@@ -179,12 +182,15 @@ class PolyhistorModule(CVModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        backbone = {id(p) for n, p in self.net.encoder.swin.named_parameters() if ".deltas." not in n}
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for p in self.parameters():
             if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
+                groups.setdefault((p.ndim >= 2, id(p) in backbone), []).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": ps, "weight_decay": self.weight_decay if decay else 0.0,
+              "lr": self.lr * (self.backbone_lr_scale if in_backbone else 1.0)}
+             for (decay, in_backbone), ps in groups.items()], lr=self.lr)
         total, warm = 1, self.warmup_steps
         if self._trainer is not None:
             total = max(1, int(self.trainer.estimated_stepping_batches))

@@ -59,3 +59,16 @@ def test_generated_configs_are_in_sync_and_cover_every_row():
     for preset in ("smoke", "tiny", "paper"):
         methods = {yaml.safe_load(t)["model"]["init_args"]["method"] for p, t in files.items() if p.parent.name == preset}
         assert methods == set(METHODS)
+
+
+def test_backbone_lr_scale_applies_to_the_swin_weights_only():
+    info = {"tasks": ["sal"], "num_classes": {"sal": 1}, "image_size": [32, 32]}
+    module = PolyhistorModule(method="mtl_full_ft", pretrained=None, decoder_embed_dim=8, lr=1e-2,
+                              backbone_lr_scale=0.1, data_info=info)
+    opt = module.configure_optimizers()["optimizer"]
+    swin = {id(p) for p in module.net.encoder.swin.parameters()}
+    for group in opt.param_groups:
+        inside = {id(p) in swin for p in group["params"]}
+        assert len(inside) == 1
+        assert group["lr"] == pytest.approx(1e-3 if inside.pop() else 1e-2)
+        assert group["weight_decay"] == (module.weight_decay if group["params"][0].ndim >= 2 else 0.0)

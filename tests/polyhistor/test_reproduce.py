@@ -11,7 +11,7 @@ from common import tracking
 from common.metrics.dense import delta_m
 
 ST = ["single_task_semseg", "single_task_human_parts", "single_task_sal", "single_task_normals"]
-ROWS = ",".join(ST + ["polyhistor", "vl_adapter"])
+ROWS = ",".join(ST + ["polyhistor"])
 
 
 @pytest.fixture()
@@ -31,29 +31,28 @@ def test_smoke_reproduction_tracks_rows_writes_the_table_and_resumes(pascal_root
             "--results-dir", str(results)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "row 1/6: Single-task full fine-tuning [semseg]" in out and "ETA" in out
+    assert "row 1/5: Single-task full fine-tuning [semseg]" in out and "ETA" in out
 
     parent = json.loads((state_dir("polyhistor", "smoke") / "parent.json").read_text())["run_id"]
     client = tracking.client()
     assert client.get_run(parent).info.status == "FINISHED"
     children = tracking.child_runs(parent)
-    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)
+    assert len(children) == 5 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["setting"] for c in children} == {f"smoke/{k}" for k in ROWS.split(",")}
     assert any("val/delta_m" in c.data.metrics for c in children if c.data.tags["setting"] == "smoke/polyhistor")
     artifacts = {f.path for f in client.list_artifacts(parent, "results")}
     assert artifacts == {"results/polyhistor_smoke.md", "results/polyhistor_smoke.csv"}
 
     rows = {r["key"]: r for r in csv.DictReader((results / "polyhistor_smoke.csv").open())}
-    assert set(rows) == {"single_task", "polyhistor", "vl_adapter"}
+    assert set(rows) == {"single_task", "polyhistor"}
     base = {t: float(rows["single_task"][t]) for t in ("semseg", "human_parts", "sal", "normals")}
-    for key in ("polyhistor", "vl_adapter"):
-        metrics = {t: float(rows[key][t]) for t in base}
-        assert float(rows[key]["delta_m"]) == pytest.approx(delta_m(metrics, base, ("normals",)), abs=1e-4)
-        assert float(rows[key]["delta_m_paper"]) == {"polyhistor": 2.34, "vl_adapter": -1.83}[key]
+    metrics = {t: float(rows["polyhistor"][t]) for t in base}
+    assert float(rows["polyhistor"]["delta_m"]) == pytest.approx(delta_m(metrics, base, ("normals",)), abs=1e-4)
+    assert float(rows["polyhistor"]["delta_m_paper"]) == 2.34
     assert float(rows["single_task"]["delta_m"]) == 0.0
     assert "| Polyhistor |" in (results / "polyhistor_smoke.md").read_text()
 
     # resume: nothing is trained again, no new child run, same parent
     assert main(args) == 0
-    assert "6 already done with the same config, 0 to run" in capsys.readouterr().out
-    assert len(tracking.child_runs(parent)) == 6
+    assert "5 already done with the same config, 0 to run" in capsys.readouterr().out
+    assert len(tracking.child_runs(parent)) == 5
