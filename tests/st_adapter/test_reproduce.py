@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from benchmarks.reproduce import state_dir
 from benchmarks.reproduce.__main__ import main
 from benchmarks.reproduce.st_adapter import make_plan, parse_data
+import common.models
 from common import tracking
 
 ROWS = ["ssv2_clip-tiny_4f_8x64", "ssv2_clip-tiny_4f_linear-probe"]
@@ -33,9 +35,12 @@ def test_smoke_reproduction_writes_results_tracks_rows_and_resumes(tmp_path, mlf
     st, lp = rows[ROWS[0]], rows[ROWS[1]]
     assert st["status"] == lp["status"] == "finished"
     assert 0.0 <= float(st["top1"]) <= 100.0 and 0.0 <= float(lp["top1"]) <= 100.0
-    # 8 adapters of width 64 on a width-128 ViT + head; the probe trains the head only (8 classes)
-    assert int(st["trainable"]) == 8 * (128 * 64 + 64 + 64 * 3 + 64 + 64 * 128 + 128) + 128 * 8 + 8
-    assert int(lp["trainable"]) == 128 * 8 + 8
+    # 8 adapters of width 64 on the tiny CLIP's ViT (width D from its config) + head; the probe trains the head
+    # only (8 classes)
+    cfg = json.loads((Path(common.models.__file__).parent / "configs" / "shapes-clip-tiny.json").read_text())
+    d = cfg["vision_cfg"]["width"]
+    assert int(st["trainable"]) == 8 * (d * 64 + 64 + 64 * 3 + 64 + 64 * d + d) + d * 8 + 8
+    assert int(lp["trainable"]) == d * 8 + 8
     assert float(st["paper_top1"]) == 67.1 and lp["paper_top1"] == ""
 
     parent = json.loads((state_dir("st_adapter", "smoke") / "parent.json").read_text())["run_id"]
