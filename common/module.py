@@ -48,13 +48,6 @@ class CVModule(pl.LightningModule):
 
     def trainable_parameter_count(self) -> tuple[int, int]:
         """(trainable, total) parameter counts, each shared tensor counted once."""
-        seen: set[int] = set()
-        trainable = total = 0
-        for p in self.parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            total += p.numel()
-            if p.requires_grad:
-                trainable += p.numel()
-        return trainable, total
+        from common.callbacks.tracking import count_parameters
+
+        return count_parameters(self)
