@@ -64,6 +64,7 @@ class Plan:
     experiment: str
     prepare: Callable[[], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1  # rows at once when the command line does not say (see run_plan)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class RowResult:
     trainable_params: int | None = None
     run_id: str | None = None
     seconds: float = 0.0
+    cpu_seconds: float | None = None  # CPU time of the row (user + system), independent of machine load
     reused: bool = False
     error: str | None = None
 
@@ -140,15 +142,34 @@ def _cli_args(plan: Plan, row: Row, parent: str, summary: Path, run_name: str) -
             "--run.setting", f"{plan.preset}/{row.key}"]
 
 
-def _run_cli(plan: Plan, args: list[str], isolate: bool) -> None:
+def _run_cli(plan: Plan, args: list[str], isolate: bool, log_file: Path | None = None,
+             threads: int | None = None) -> float:
+    """Run one CLI command; returns its CPU seconds (user + system)."""
+    import resource
+
     if isolate:
-        subprocess.run([sys.executable, "-m", plan.cli_module, *args], check=True, cwd=project_root())
-        return
+        env = dict(os.environ)
+        for k in _CLI_ENV:
+            env.pop(k, None)
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        cmd = [sys.executable, "-m", plan.cli_module, *args]
+        with (log_file.open("w") if log_file is not None else open(os.devnull, "w")) as fh:
+            out = fh if log_file is not None else None
+            proc = subprocess.Popen(cmd, cwd=project_root(), env=env, stdout=out,
+                                    stderr=subprocess.STDOUT if out else None)
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            where = f"; its output is in {log_file}" if log_file is not None else ""
+            raise RuntimeError(f"the CLI exited with status {proc.returncode}{where}")
+        return usage.ru_utime + usage.ru_stime
     import importlib
 
     for k in _CLI_ENV:
         os.environ.pop(k, None)
     cli = importlib.import_module("common.cli")
+    before = resource.getrusage(resource.RUSAGE_SELF)
     argv = sys.argv
     sys.argv = [f"python -m {plan.cli_module}"]  # the CLI reads only `args`; this keeps its run tags right
     try:
@@ -160,11 +181,43 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool) -> None:
         sys.argv = argv
         for k in _CLI_ENV:
             os.environ.pop(k, None)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def run_plan(plan: Plan, force: bool = False, isolate: bool = False,
-             log: Callable[[str], None] = print) -> tuple[str, dict[str, RowResult]]:
-    """Run (or reuse) every row of ``plan``; returns the parent run id and the results by row key."""
+def _train_row(plan: Plan, row: Row, h: str, parent: str, sdir: Path, isolate: bool, parallel: bool,
+               threads: int | None) -> RowResult:
+    summary = sdir / f"{row.key}.summary.json"
+    summary.unlink(missing_ok=True)
+    run_name = f"{plan.preset}-{row.key}-{time.strftime('%Y%m%d-%H%M%S')}"
+    t0 = time.time()
+    try:
+        cpu = _run_cli(plan, _cli_args(plan, row, parent, summary, run_name), isolate,
+                       sdir / f"{row.key}.log" if parallel else None, threads)
+        data = json.loads(summary.read_text())
+        res = RowResult(row.key, "finished", h, {k: float(v) for k, v in data.get("metrics", {}).items()},
+                        (data.get("params") or {}).get("trainable"), data.get("mlflow_run_id"), time.time() - t0,
+                        cpu)
+    except Exception as err:  # one failing row must not stop the table
+        res = RowResult(row.key, "failed", h, seconds=time.time() - t0,
+                        error="".join(traceback.format_exception_only(type(err), err)).strip())
+    (sdir / f"{row.key}.json").write_text(json.dumps(asdict(res), indent=2, sort_keys=True))
+    return res
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int = 1, threads: int | None = None,
+             log: Callable[[str], None] = _print) -> tuple[str, dict[str, RowResult]]:
+    """Run (or reuse) every row of ``plan``; returns the parent run id and the results by row key.
+
+    ``jobs > 1`` trains that many rows at once, each in its own process (``threads`` torch threads each; their
+    output goes to ``<state>/<row>.log``): on a 2-core machine, two 1-thread rows beat one 2-thread row.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from common import tracking
 
     sdir = state_dir(plan.paper, plan.preset)
@@ -187,35 +240,47 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False,
         log(f"[reproduce] prepared data and backbones in {_fmt_seconds(time.time() - t0)}")
     parent = _parent_run(plan, sdir)
     start = time.time()
-    done_cost = 0.0
     total_cost = sum(r.cost for r, _ in todo)
-    for i, (row, h) in enumerate(todo, 1):
+    done_cost = 0.0
+    parallel = jobs > 1
+
+    def eta() -> str:
         elapsed = time.time() - start
-        remaining = total_cost - done_cost
-        eta = f"ETA {_fmt_seconds(elapsed / done_cost * remaining)}" if done_cost > 0 else "ETA after the first row"
-        log(f"\n[reproduce] row {i}/{len(todo)}: {row.label} ({row.key}) -- elapsed {_fmt_seconds(elapsed)}, {eta}")
-        summary = sdir / f"{row.key}.summary.json"
-        summary.unlink(missing_ok=True)
-        run_name = f"{plan.preset}-{row.key}-{time.strftime('%Y%m%d-%H%M%S')}"
-        t0 = time.time()
-        try:
-            _run_cli(plan, _cli_args(plan, row, parent, summary, run_name), isolate)
-            data = json.loads(summary.read_text())
-            res = RowResult(row.key, "finished", h, {k: float(v) for k, v in data.get("metrics", {}).items()},
-                            (data.get("params") or {}).get("trainable"), data.get("mlflow_run_id"),
-                            time.time() - t0)
-        except Exception as err:  # one failing row must not stop the table
-            log(f"[reproduce] row {row.key} FAILED: {err}")
-            res = RowResult(row.key, "failed", h, seconds=time.time() - t0,
-                            error="".join(traceback.format_exception_only(type(err), err)).strip())
-        (sdir / f"{row.key}.json").write_text(json.dumps(asdict(res), indent=2, sort_keys=True))
+        if done_cost <= 0:
+            return f"elapsed {_fmt_seconds(elapsed)}, ETA after the first row"
+        return f"elapsed {_fmt_seconds(elapsed)}, ETA {_fmt_seconds(elapsed / done_cost * (total_cost - done_cost))}"
+
+    def finished(row: Row, res: RowResult) -> None:
+        nonlocal done_cost
         results[row.key] = res
         done_cost += row.cost
-        log(f"[reproduce] row {row.key}: {res.status} in {_fmt_seconds(res.seconds)}")
+        msg = f"[reproduce] row {row.key}: {res.status} in {_fmt_seconds(res.seconds)}"
+        if res.cpu_seconds is not None:
+            msg += f" (CPU {_fmt_seconds(res.cpu_seconds)})"
+        log(msg + (f" ({res.error})" if res.error else "") + f" -- {len(results)}/{len(plan.rows)} done, {eta()}")
+
+    queue = list(enumerate(todo, 1))
+    if not parallel:  # in the main thread: Lightning installs signal handlers
+        for i, (row, h) in queue:
+            log(f"\n[reproduce] row {i}/{len(todo)}: {row.label} ({row.key}) -- {eta()}")
+            finished(row, _train_row(plan, row, h, parent, sdir, isolate, False, threads))
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            pending: dict = {}
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    i, (row, h) = queue.pop(0)
+                    log(f"\n[reproduce] row {i}/{len(todo)}: {row.label} ({row.key}) -- {eta()}; output in "
+                        f"{sdir / (row.key + '.log')}")
+                    pending[pool.submit(_train_row, plan, row, h, parent, sdir, True, True, threads or 1)] = row
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    finished(pending.pop(fut), fut.result())
     failed = [k for k, r in results.items() if r.status != "finished"]
     tracking.client().set_tag(parent, "rows_failed", ",".join(failed) or "none")
-    log(f"\n[reproduce] {len(todo)} rows trained in {_fmt_seconds(time.time() - start)}"
-        + (f"; failed: {', '.join(failed)}" if failed else ""))
+    cpu = sum(results[r.key].cpu_seconds or 0.0 for r, _ in todo)
+    log(f"\n[reproduce] {len(todo)} rows trained in {_fmt_seconds(time.time() - start)} "
+        f"(CPU {_fmt_seconds(cpu)} over {max(1, jobs)} job(s))" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return parent, results
 
 

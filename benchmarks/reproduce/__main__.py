@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=None, help="comma-separated row keys to run (default: all)")
     parser.add_argument("--force", action="store_true", help="retrain rows even if they finished with this config")
     parser.add_argument("--isolate", action="store_true", help="run every row in its own Python process")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for in-process rows")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="rows trained at once, each in its own process (1: in this process; default: the "
+                             "paper's choice for the preset)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads per row (default: torch's; 1 with --jobs > 1)")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="where <paper>_<preset>.md/.csv go (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"benchmarks.reproduce.{args.paper}")
     only = [r.strip() for r in args.rows.split(",")] if args.rows else None
     plan = module.make_plan(args.preset, args.data, only)
-    parent, results = run_plan(plan, force=args.force, isolate=args.isolate)
+    parent, results = run_plan(plan, force=args.force, isolate=args.isolate, jobs=args.jobs or plan.jobs,
+                               threads=args.threads)
     text, files = module.write_results(plan, results, parent, args.results_dir)
     finish_parent(parent, results, files)
     print("\n" + text)

@@ -51,8 +51,9 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
         if unknown:
             raise SystemExit(f"unknown row(s) {sorted(unknown)}; rows are {[r.key for r in rows]}")
         rows = [r for r in rows if r.key in only]
+    # tiny: two 1-thread rows at once use a 2-core laptop best; smoke rows are too short to pay a process start
     plan = Plan("polyhistor", preset, rows, cli_module="polyhistor", experiment="polyhistor",
-                info={"data": data})
+                info={"data": data}, jobs=2 if preset == "tiny" else 1)
     plan.prepare = lambda: prepare(plan)
     return plan
 
@@ -83,7 +84,8 @@ def _main(res: RowResult | None, task: str) -> float | None:
     if res is None or res.status != "finished":
         return None
     v = res.metrics.get(f"val/{task}/{MAIN_METRIC[task]}")
-    return v if v is not None and math.isfinite(v) else None
+    # rounded as the CSV stores it, so that the table's Δm is exactly the Δm of the table's metrics
+    return round(v, 6) if v is not None and math.isfinite(v) else None
 
 
 def table_rows(results: dict[str, RowResult]) -> list[dict[str, Any]]:
@@ -177,10 +179,12 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
         if r["params_m"] is not None:
             client.log_metric(parent, f"table/{r['key']}/params_m", float(r["params_m"]))
     trained = sum(res.seconds for res in results.values())
+    cpu = sum(res.cpu_seconds or 0.0 for res in results.values())
     header = (f"# Polyhistor table, `{plan.preset}` preset\n\n"
               f"Data: {plan.info.get('data') or 'ShapesWorld PASCAL_MT (generated)'}; generated "
               f"{time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, MLflow parent run `{parent}`; "
-              f"training time of the rows {trained / 60:.1f} min. Metrics on val; Δm against our single-task rows; "
+              f"rows trained in {trained / 60:.1f} min wall, {cpu / 60:.1f} min CPU. Metrics on val; Δm against our "
+              "single-task rows; "
               "paper: Swin-T on PASCAL-Context (PAPERS.md §5).")
     md = markdown(rows, header)
     out_dir = results_dir or project_root() / "benchmarks" / "results"

@@ -45,10 +45,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "peft": {"adapter_reduction": 2.0, "vpt_tokens": 4, "polyhistor_rank": 2, "lite_rank": 2}},
     },
     "tiny": {
-        "trainer": {"max_steps": 80, "num_sanity_val_steps": 0, "check_val_every_n_epoch": None,
-                    "val_check_interval": 80, "log_every_n_steps": 5, "enable_model_summary": False,
+        "trainer": {"max_steps": 250, "num_sanity_val_steps": 0, "check_val_every_n_epoch": None,
+                    "val_check_interval": 250, "log_every_n_steps": 10, "enable_model_summary": False,
                     "accelerator": "cpu", "devices": 1},
-        "data": {"root": None, "image_size": 64, "batch_size": 16, "num_workers": 0, "generate_if_missing": True,
+        "data": {"root": None, "image_size": 64, "batch_size": 8, "num_workers": 0, "generate_if_missing": True,
                  "synth_options": {"num_train": 200, "num_val": 100, "size": 64}},
         "model": {"backbone": "shapes-swin-tiny", "pretrained": "shapes-swin-tiny", "decoder_embed_dim": 32,
                   "lr": 3e-3, "weight_decay": 1e-4, "warmup_steps": 5,
