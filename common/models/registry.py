@@ -30,6 +30,10 @@ class TrainRecipe:
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
     seed: int = 0
+    #: CLIP only: fraction of each batch drawn as pairs sharing the first thing's colour (hard negatives)
+    hard_negative_frac: float = 0.0
+    #: CLIP only: probability that an image is paired with its caption without the background ("a red star")
+    short_caption_frac: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,10 @@ SHAPES_MODELS: dict[str, ShapesModel] = {
             image_size=64,
             mean=OPENAI_MEAN,
             std=OPENAI_STD,
-            recipe=TrainRecipe(steps=700, batch_size=64, lr=2e-3, weight_decay=0.1),
-            description="open_clip CLIP: ViT (64 px, patch 8, width 64, 4 layers) + text transformer (width 64, 3 layers), contrastive on ShapesWorld captions",
+            recipe=TrainRecipe(
+                steps=600, batch_size=64, lr=2e-3, weight_decay=0.1, hard_negative_frac=0.5, short_caption_frac=0.9
+            ),
+            description="open_clip CLIP: ViT (64 px, patch 8, width 64, 4 layers) + text transformer (width 64, 3 layers, context 32), contrastive on ShapesWorld captions",
         ),
         ShapesModel(
             name="shapes-swin-tiny",
@@ -82,18 +88,19 @@ SHAPES_MODELS: dict[str, ShapesModel] = {
             image_size=64,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            recipe=TrainRecipe(steps=600, batch_size=64, lr=3e-3),
+            recipe=TrainRecipe(steps=1500, batch_size=32, lr=1e-3),
             timm_arch="swin_tiny_patch4_window7_224",
             arch_kwargs={
                 "img_size": 64,
                 "patch_size": 4,
                 "window_size": 4,
-                "embed_dim": 24,
+                "embed_dim": 32,
                 "depths": (2, 2, 2, 2),
                 "num_heads": (1, 2, 4, 8),
                 "drop_path_rate": 0.0,
+                "embed_layer": "conv_stem",
             },
-            description="timm Swin, 4 stages (24-48-96-192), window 4, 64 px",
+            description="timm Swin, 4 stages (32-64-128-256), window 4, 64 px, convolutional stem (stride 4)",
         ),
         ShapesModel(
             name="shapes-resnet-tiny",
@@ -101,7 +108,7 @@ SHAPES_MODELS: dict[str, ShapesModel] = {
             image_size=64,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            recipe=TrainRecipe(steps=500, batch_size=64, lr=1e-2),
+            recipe=TrainRecipe(steps=1000, batch_size=32, lr=1e-2),
             timm_arch="resnet18",
             arch_kwargs={"layers": (1, 1, 1, 1), "channels": (16, 32, 64, 128), "stem_width": 16},
             description="timm ResNet (BasicBlock, 1-1-1-1, 16-32-64-128), 64 px",
@@ -112,7 +119,7 @@ SHAPES_MODELS: dict[str, ShapesModel] = {
             image_size=64,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            recipe=TrainRecipe(steps=500, batch_size=64, lr=4e-3),
+            recipe=TrainRecipe(steps=800, batch_size=32, lr=4e-3),
             timm_arch="convnext_atto",
             arch_kwargs={"depths": (1, 1, 2, 1), "dims": (24, 48, 96, 192)},
             description="timm ConvNeXt (1-1-2-1, 24-48-96-192), 64 px",

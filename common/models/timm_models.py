@@ -11,6 +11,57 @@ from common.models.cache import ensure_pretrained, read_manifest
 from common.models.registry import SHAPES_MODELS, ShapesModel
 
 
+class ConvStemPatchEmbed(torch.nn.Module):
+    """A convolutional stem in place of a ViT/Swin patch embedding (Xiao et al. 2021, "Early convolutions help
+    transformers see better"): 3x3 stride-2 conv + GELU + 3x3 conv + GELU, then ``proj`` (a stride-2 conv that
+    finishes the patch size) and the usual norm; NHWC output like timm's ``PatchEmbed(output_fmt="NHWC")``.
+
+    The tiny ShapesWorld Swin uses it: trained from scratch on a few thousand images, a 4x4 linear patch embedding
+    learns shape far more slowly. Only for ``patch_size`` 4 (two stride-2 steps).
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 64,
+        patch_size: int | tuple[int, int] = 4,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        norm_layer: Any = None,
+        strict_img_size: bool = True,
+        output_fmt: str = "NHWC",
+        **_: Any,
+    ) -> None:
+        super().__init__()
+        from timm.layers import to_2tuple
+
+        self.img_size, self.patch_size = to_2tuple(img_size), to_2tuple(patch_size)
+        if self.patch_size != (4, 4):
+            raise ValueError(f"ConvStemPatchEmbed is a stride-4 stem; got patch_size={patch_size}")
+        if output_fmt != "NHWC":
+            raise ValueError(f"ConvStemPatchEmbed gives NHWC tokens; got output_fmt={output_fmt!r}")
+        self.grid_size = (self.img_size[0] // 4, self.img_size[1] // 4)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.strict_img_size = strict_img_size
+        mid = max(8, embed_dim // 2)
+        self.stem = torch.nn.Sequential(
+            torch.nn.Conv2d(in_chans, mid, 3, stride=2, padding=1),
+            torch.nn.GELU(),
+            torch.nn.Conv2d(mid, mid, 3, stride=1, padding=1),
+            torch.nn.GELU(),
+        )
+        self.proj = torch.nn.Conv2d(mid, embed_dim, 2, stride=2)
+        self.norm = norm_layer(embed_dim) if norm_layer else torch.nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.strict_img_size and tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"input size {tuple(x.shape[-2:])} != the model's {self.img_size}")
+        return self.norm(self.proj(self.stem(x)).permute(0, 2, 3, 1))
+
+
+#: named patch-embedding layers that a registry entry may ask for (``arch_kwargs["embed_layer"]``)
+EMBED_LAYERS = {"conv_stem": ConvStemPatchEmbed}
+
+
 def _looks_like_path(value: str) -> bool:
     return "/" in value or "\\" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
@@ -64,6 +115,8 @@ def build_timm(name: str, pretrained: str | bool | None = None, **kwargs: Any) -
     arch = spec.timm_arch if spec is not None else name
     arch_kwargs = dict(spec.arch_kwargs) if spec is not None else {}
     arch_kwargs.update(kwargs)
+    if isinstance(arch_kwargs.get("embed_layer"), str):
+        arch_kwargs["embed_layer"] = EMBED_LAYERS[arch_kwargs["embed_layer"]]
 
     if pretrained is None or pretrained is False or pretrained == "":
         overlay = None

@@ -63,7 +63,7 @@ def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return loss
 
 #: pool sizes at budget 1.0
-POOL_SIZE = 6000
+POOL_SIZE = 12000
 EVAL_SIZE = 1200
 HELD_OUT_PER_COMBO = 60
 #: the seed of the data (the model seeds are in each recipe)
@@ -90,6 +90,8 @@ class Pool:
     shape: np.ndarray
     colour: np.ndarray
     fingerprint: str
+    #: index in COLOURS of the first thing's colour (the first shape, else the person): the hard-negative group
+    first_colour: np.ndarray | None = None
 
 
 def _scene_targets(spec: W.SceneSpec) -> np.ndarray:
@@ -118,6 +120,8 @@ def render_pool(
     targets = np.zeros((n, len(LABELS)), dtype=np.float32)
     shape = np.full(n, -1, dtype=np.int64)
     colour = np.full(n, -1, dtype=np.int64)
+    first_colour = np.full(n, -1, dtype=np.int64)
+    colour_names = list(W.COLOURS)
     captions, short = [], []
     h = hashlib.sha256()
     for i, spec in enumerate(specs):
@@ -129,11 +133,15 @@ def render_pool(
         if len(spec.objects) == 1:
             shape[i] = W.SHAPES.index(spec.objects[0].shape)
             colour[i] = list(W.COLOURS).index(spec.objects[0].colour)
+        if spec.objects:
+            first_colour[i] = colour_names.index(spec.objects[0].colour)
+        elif spec.person is not None:
+            first_colour[i] = colour_names.index(spec.person.colour)
         h.update(sc.image.tobytes())
         h.update(sc.caption.encode())
         if progress is not None:
             progress(1)
-    return Pool(images, targets, captions, short, shape, colour, h.hexdigest()[:16])
+    return Pool(images, targets, captions, short, shape, colour, h.hexdigest()[:16], first_colour)
 
 
 def train_specs(n: int, seed: int = DATA_SEED) -> list[W.SceneSpec]:
@@ -185,8 +193,8 @@ def pool_sizes(budget: float) -> tuple[int, int, int]:
     """(train pool, eval pool, held-out images per combo) at a budget."""
     return (
         max(256, round(POOL_SIZE * min(budget, 1.0))),
-        int(np.clip(round(EVAL_SIZE * budget), 300, EVAL_SIZE)),
-        int(np.clip(round(HELD_OUT_PER_COMBO * budget), 20, HELD_OUT_PER_COMBO)),
+        int(np.clip(round(EVAL_SIZE * budget), 600, EVAL_SIZE)),
+        int(np.clip(round(HELD_OUT_PER_COMBO * budget), 40, HELD_OUT_PER_COMBO)),
     )
 
 
@@ -225,6 +233,24 @@ def _batches(n: int, batch: int, steps: int, rng: np.random.Generator) -> Iterat
             order, pos = rng.permutation(n), 0
         yield order[pos : pos + batch]
         pos += batch
+
+
+def _grouped_batches(
+    groups: np.ndarray, batch: int, steps: int, rng: np.random.Generator, frac: float
+) -> Iterator[np.ndarray]:
+    """Batches in which a fraction ``frac`` of the images come in pairs sharing a group key (the colour of the first
+    object): hard negatives for the contrastive loss, which then cannot tell such pairs apart by colour alone."""
+    n = len(groups)
+    members = {int(g): np.flatnonzero(groups == g) for g in np.unique(groups)}
+    n_pairs = int(batch * frac) // 2
+    for idx in _batches(n, batch - n_pairs, steps, rng):
+        partners = []
+        for i in idx[:n_pairs]:
+            m = members[int(groups[i])]
+            j = int(m[rng.integers(len(m))])
+            partners.append(j if j != i else int(m[(np.searchsorted(m, i) + 1) % len(m)]))
+        out = np.concatenate([idx, np.asarray(partners, dtype=idx.dtype)])
+        yield out
 
 
 def _lr_at(step: int, steps: int, base: float, warmup: int) -> float:
@@ -288,13 +314,17 @@ def train_clip(spec: ShapesModel, data: PretrainData, budget: float) -> tuple[to
     losses = []
     with _progress() as prog:
         task = prog.add_task(f"pretrain {spec.name}", total=steps, info="")
-        for step, idx in enumerate(_batches(len(images), batch, steps, rng)):
+        if spec.recipe.hard_negative_frac > 0:
+            batches = _grouped_batches(data.train.first_colour, batch, steps, rng, spec.recipe.hard_negative_frac)
+        else:
+            batches = _batches(len(images), batch, steps, rng)
+        for step, idx in enumerate(batches):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, spec.recipe.lr, warmup)
             x = to_tensor(images[idx], pre.mean, pre.std)
             flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
             x[flip] = x[flip].flip(-1)
-            use_short = torch.from_numpy(rng.random(len(idx)) < 0.5)[:, None]
+            use_short = torch.from_numpy(rng.random(len(idx)) < spec.recipe.short_caption_frac)[:, None]
             text = torch.where(use_short, tok_short[idx], tok_full[idx])
             img_f, txt_f, scale = model(x, text)[:3]
             loss = loss_fn(img_f, txt_f, scale)
@@ -379,7 +409,7 @@ def timm_features(model: torch.nn.Module, images: np.ndarray, mean: tuple, std: 
 
 
 def linear_probe(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *, l2: float = 1e-3
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *, l2: float = 1e-2
 ) -> float:
     """Accuracy of a multinomial logistic-regression probe (standardised features, L-BFGS) on frozen features."""
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
@@ -402,19 +432,21 @@ def linear_probe(
 
 
 def probe_metrics(model: torch.nn.Module, spec: ShapesModel, data: PretrainData) -> dict[str, float]:
-    """Shape linear-probe accuracy on frozen features of ``model`` and of a random init of the same architecture,
+    """Shape and colour linear-probe accuracy on frozen features of ``model`` and of a random init of the same architecture,
     plus the pretraining head's own accuracy on one-shape images."""
     from common.models.timm_models import build_timm
 
     pool = data.eval_seen
     half = len(pool.images) // 2
     ys = torch.from_numpy(pool.shape)
+    yc = torch.from_numpy(pool.colour)
     out: dict[str, float] = {"probe_chance": 1.0 / len(W.SHAPES)}
     torch.manual_seed(spec.recipe.seed + 1)
     random_model = build_timm(spec.name, None, num_classes=len(LABELS)).eval()
     for tag, m in (("pretrained", model), ("random_init", random_model)):
         f = timm_features(m, pool.images, spec.mean, spec.std)
         out[f"probe_shape_acc_{tag}"] = linear_probe(f[:half], ys[:half], f[half:], ys[half:])
+        out[f"probe_colour_acc_{tag}"] = linear_probe(f[:half], yc[:half], f[half:], yc[half:])
     with torch.no_grad():
         logits = torch.cat(
             [model(to_tensor(pool.images[i : i + 256], spec.mean, spec.std)) for i in range(0, len(pool.images), 256)]
