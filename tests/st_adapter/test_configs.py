@@ -41,12 +41,12 @@ def test_paper_settings_follow_the_official_recipe() -> None:
                  "paper/ssv2/vit-l14_32f_48x384.yaml", "paper/ssv2/vit-b16_32f_24x384.yaml"):
         assert name in by_path
     # presets differ only where they must: the tiny rows share method/placement with the paper rows
-    tiny = by_path["tiny/ssv2/clip-tiny_8f_8x64.yaml"]["model"]["init_args"]
+    tiny = by_path["tiny/ssv2/clip-tiny_8f_8x32.yaml"]["model"]["init_args"]
     assert tiny["adapter_positions"] == ["pre_attn", "pre_mlp"] and tiny["pretrained"] == "shapes-clip-tiny"
 
 
 @pytest.mark.parametrize("rel", ["paper/ssv2/vit-l14_32f_48x384.yaml", "tiny/k400/clip-tiny_8f_full-finetune.yaml",
-                                 "smoke/ssv2/clip-tiny_4f_8x64.yaml"])
+                                 "smoke/ssv2/clip-tiny_4f_8x32.yaml"])
 def test_cli_parses_the_config(rel: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as ex:
         main(["fit", "--config", str(HERE / rel), "--print_config"])

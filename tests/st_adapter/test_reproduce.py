@@ -14,7 +14,7 @@ from benchmarks.reproduce.st_adapter import make_plan, parse_data
 import common.models
 from common import tracking
 
-ROWS = ["ssv2_clip-tiny_4f_8x64", "ssv2_clip-tiny_4f_linear-probe"]
+ROWS = ["ssv2_clip-tiny_4f_8x32", "ssv2_clip-tiny_4f_linear-probe"]
 
 
 def test_smoke_reproduction_writes_results_tracks_rows_and_resumes(tmp_path, mlflow_store, monkeypatch, capsys):
@@ -35,11 +35,12 @@ def test_smoke_reproduction_writes_results_tracks_rows_and_resumes(tmp_path, mlf
     st, lp = rows[ROWS[0]], rows[ROWS[1]]
     assert st["status"] == lp["status"] == "finished"
     assert 0.0 <= float(st["top1"]) <= 100.0 and 0.0 <= float(lp["top1"]) <= 100.0
-    # 8 adapters of width 64 on the tiny CLIP's ViT (width D from its config) + head; the probe trains the head
-    # only (8 classes)
+    # 8 adapters of width a = D / 2 on the tiny CLIP's ViT (width D from its config) + head; the probe trains the
+    # head only (8 classes)
     cfg = json.loads((Path(common.models.__file__).parent / "configs" / "shapes-clip-tiny.json").read_text())
     d = cfg["vision_cfg"]["width"]
-    assert int(st["trainable"]) == 8 * (d * 64 + 64 + 64 * 3 + 64 + 64 * d + d) + d * 8 + 8
+    a = d // 2
+    assert int(st["trainable"]) == 8 * (d * a + a + a * 3 + a + a * d + d) + d * 8 + 8
     assert int(lp["trainable"]) == d * 8 + 8
     assert float(st["paper_top1"]) == 67.1 and lp["paper_top1"] == ""
 
@@ -74,6 +75,6 @@ def test_data_argument_and_plans(tmp_path) -> None:
     assert all(f"--data.init_args.root={tmp_path / 'ssv2'}" in r.overrides for r in plan.rows)
     assert len(plan.rows) == 6  # ViT-B/16 and ViT-L/14 at 8 and 32 frames + the two baselines
     tiny = make_plan("tiny")
-    assert [r.key for r in tiny.rows] == ["ssv2_clip-tiny_8f_8x64", "ssv2_clip-tiny_8f_linear-probe",
-                                         "ssv2_clip-tiny_8f_full-finetune", "k400_clip-tiny_8f_4x64",
+    assert [r.key for r in tiny.rows] == ["ssv2_clip-tiny_8f_8x32", "ssv2_clip-tiny_8f_linear-probe",
+                                         "ssv2_clip-tiny_8f_full-finetune", "k400_clip-tiny_8f_4x32",
                                          "k400_clip-tiny_8f_linear-probe", "k400_clip-tiny_8f_full-finetune"]
