@@ -183,7 +183,7 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
     header = (f"# Polyhistor table, `{plan.preset}` preset\n\n"
               f"Data: {plan.info.get('data') or 'ShapesWorld PASCAL_MT (generated)'}; generated "
               f"{time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, MLflow parent run `{parent}`; "
-              f"rows trained in {trained / 60:.1f} min wall, {cpu / 60:.1f} min CPU. Metrics on val; Δm against our "
+              f"row times summed {trained / 60:.1f} min (rows may run in parallel), {cpu / 60:.1f} min CPU. Metrics on val; Δm against our "
               "single-task rows; "
               "paper: Swin-T on PASCAL-Context (PAPERS.md §5).")
     md = markdown(rows, header)
