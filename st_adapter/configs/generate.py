@@ -142,7 +142,9 @@ def _model(s: Setting) -> dict[str, Any]:
     if s.method == "full_finetune":
         m.update(base_lr={"paper": 3e-5, "tiny": 2e-4, "smoke": 1e-4}[s.preset], weight_decay=0.05)
     else:
-        m.update(base_lr={"paper": 1e-3, "tiny": 1e-2, "smoke": 1e-3}[s.preset], weight_decay=0.01)
+        # tiny: 0.1 per 256 (6.25e-3 at batch 16); at 1e-2 the adapters learnt the motion classes too slowly for the
+        # CPU schedule (SSv2 val 22% after 15 epochs at 0.1 vs 16% at 1e-2; 59% after 40 epochs at 0.1)
+        m.update(base_lr={"paper": 1e-3, "tiny": 1e-1, "smoke": 1e-3}[s.preset], weight_decay=0.01)
     epochs = {"k400": 12, "ssv2": 50}[s.dataset]
     m["warmup_epochs"] = {"paper": 2, "tiny": 1, "smoke": 0}[s.preset]
     m["label_smoothing"] = 0.0
@@ -155,7 +157,9 @@ def _trainer(s: Setting, epochs: int) -> dict[str, Any]:
         return {"max_epochs": epochs, "precision": "16-mixed", "check_val_every_n_epoch": 4 if epochs == 12 else 10,
                 "log_every_n_steps": 50, "accelerator": "gpu", "devices": 1}
     if s.preset == "tiny":
-        return {"max_epochs": {"k400": 8, "ssv2": 15}[s.dataset], "check_val_every_n_epoch": 1,
+        # the paper's 12 K400 epochs; 40 SSv2 epochs (paper 50) of the small ShapesWorld set; validation at the end
+        return {"max_epochs": {"k400": 12, "ssv2": 40}[s.dataset],
+                "check_val_every_n_epoch": {"k400": 4, "ssv2": 10}[s.dataset],
                 "num_sanity_val_steps": 0, "log_every_n_steps": 5, "accelerator": "cpu", "devices": 1,
                 "precision": "32-true", "enable_model_summary": False}
     return {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 1,
