@@ -284,6 +284,17 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
     return parent, results
 
 
+def save_table(plan: Plan, md: str, csv_text: str, results_dir: Path | None = None) -> list[Path]:
+    """Write ``<paper>_<preset>.md`` and ``.csv`` into ``results_dir`` (default ``benchmarks/results/``)."""
+    out_dir = results_dir or project_root() / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = out_dir / f"{plan.paper}_{plan.preset}.md"
+    csv_path = out_dir / f"{plan.paper}_{plan.preset}.csv"
+    md_path.write_text(md + "\n")
+    csv_path.write_text(csv_text)
+    return [md_path, csv_path]
+
+
 def finish_parent(parent: str, results: dict[str, RowResult], artifacts: list[Path]) -> None:
     """Upload the result files to the parent run and end it (FAILED if a row failed)."""
     from common import tracking

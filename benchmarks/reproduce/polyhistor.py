@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import Plan, Row, RowResult
+from benchmarks.reproduce import Plan, Row, RowResult, save_table
 from common.metrics.dense import delta_m
 from common.paths import data_dir, project_root
 from polyhistor.configs.generate import TASKS, row_names
@@ -187,10 +187,4 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               "single-task rows; "
               "paper: Swin-T on PASCAL-Context (PAPERS.md §5).")
     md = markdown(rows, header)
-    out_dir = results_dir or project_root() / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md_path = out_dir / f"polyhistor_{plan.preset}.md"
-    csv_path = out_dir / f"polyhistor_{plan.preset}.csv"
-    md_path.write_text(md + "\n")
-    csv_path.write_text(to_csv(rows))
-    return md, [md_path, csv_path]
+    return md, save_table(plan, md, to_csv(rows), results_dir)

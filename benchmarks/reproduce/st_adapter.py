@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import Plan, Row, RowResult
+from benchmarks.reproduce import Plan, Row, RowResult, save_table
 from common.paths import data_dir, project_root
 from st_adapter.configs.generate import Setting, settings
 
@@ -247,10 +247,4 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               "validation split after the last epoch, softmax averaged over the views. The paper column is the "
               "paper's figure on the real dataset (ViT-B/16 for the tiny rows), PAPERS.md §2.")
     md = markdown(rows, header)
-    out_dir = results_dir or project_root() / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md_path = out_dir / f"st_adapter_{plan.preset}.md"
-    csv_path = out_dir / f"st_adapter_{plan.preset}.csv"
-    md_path.write_text(md + "\n")
-    csv_path.write_text(to_csv(rows))
-    return md, [md_path, csv_path]
+    return md, save_table(plan, md, to_csv(rows), results_dir)

@@ -293,6 +293,41 @@ def _optimizer(model: torch.nn.Module, lr: float, wd: float) -> torch.optim.Opti
     return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
+def _fit(
+    model: torch.nn.Module,
+    spec: ShapesModel,
+    steps: int,
+    batches: Iterator[np.ndarray],
+    loss_of: Callable[[np.ndarray], torch.Tensor],
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """AdamW with linear warm-up + cosine decay over ``batches``, a progress bar with the running loss; returns the
+    per-step losses. ``loss_of(idx)`` builds the batch's loss; ``after_step`` runs after each optimiser step."""
+    opt = _optimizer(model, spec.recipe.lr, spec.recipe.weight_decay)
+    warmup = max(1, int(steps * spec.recipe.warmup_frac))
+    losses: list[float] = []
+    model.train()
+    with _progress() as prog:
+        task = prog.add_task(f"pretrain {spec.name}", total=steps, info="")
+        for step, idx in enumerate(batches):
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, steps, spec.recipe.lr, warmup)
+            loss = loss_of(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            losses.append(float(loss.detach()))
+            prog.update(task, advance=1, info=f"loss {np.mean(losses[-10:]):.4f}")
+    model.eval()
+    return losses
+
+
+def _stats(steps: int, batch: int, losses: list[float]) -> dict[str, Any]:
+    return {"steps": steps, "batch_size": batch, "final_loss": float(np.mean(losses[-10:]))}
+
+
 def train_clip(spec: ShapesModel, data: PretrainData, budget: float) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Contrastive pretraining of the tiny CLIP; returns the model and its training stats."""
     import open_clip
@@ -301,42 +336,33 @@ def train_clip(spec: ShapesModel, data: PretrainData, budget: float) -> tuple[to
 
     torch.manual_seed(spec.recipe.seed)
     model, tokenizer, pre = load_clip(spec.name, None)
-    model.train()
     tok_full = tokenizer(data.train.captions)
     tok_short = tokenizer(data.train.short_captions)
     images = data.train.images
     loss_fn = open_clip.ClipLoss()
     steps = _steps(spec, budget)
     batch = min(spec.recipe.batch_size, len(images))
-    opt = _optimizer(model, spec.recipe.lr, spec.recipe.weight_decay)
     rng = np.random.default_rng(spec.recipe.seed)
-    warmup = max(1, int(steps * spec.recipe.warmup_frac))
-    losses = []
-    with _progress() as prog:
-        task = prog.add_task(f"pretrain {spec.name}", total=steps, info="")
-        if spec.recipe.hard_negative_frac > 0:
-            batches = _grouped_batches(data.train.first_colour, batch, steps, rng, spec.recipe.hard_negative_frac)
-        else:
-            batches = _batches(len(images), batch, steps, rng)
-        for step, idx in enumerate(batches):
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, spec.recipe.lr, warmup)
-            x = to_tensor(images[idx], pre.mean, pre.std)
-            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            x[flip] = x[flip].flip(-1)
-            use_short = torch.from_numpy(rng.random(len(idx)) < spec.recipe.short_caption_frac)[:, None]
-            text = torch.where(use_short, tok_short[idx], tok_full[idx])
-            img_f, txt_f, scale = model(x, text)[:3]
-            loss = loss_fn(img_f, txt_f, scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            losses.append(float(loss.detach()))
-            prog.update(task, advance=1, info=f"loss {np.mean(losses[-10:]):.3f}")
-    model.eval()
-    return model, {"steps": steps, "batch_size": batch, "final_loss": float(np.mean(losses[-10:]))}
+    if spec.recipe.hard_negative_frac > 0:
+        batches = _grouped_batches(data.train.first_colour, batch, steps, rng, spec.recipe.hard_negative_frac)
+    else:
+        batches = _batches(len(images), batch, steps, rng)
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
+        x = to_tensor(images[idx], pre.mean, pre.std)
+        flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+        x[flip] = x[flip].flip(-1)
+        use_short = torch.from_numpy(rng.random(len(idx)) < spec.recipe.short_caption_frac)[:, None]
+        text = torch.where(use_short, tok_short[idx], tok_full[idx])
+        img_f, txt_f, scale = model(x, text)[:3]
+        return loss_fn(img_f, txt_f, scale)
+
+    def clamp_scale() -> None:
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+
+    losses = _fit(model, spec, steps, batches, loss_of, clamp_scale)
+    return model, _stats(steps, batch, losses)
 
 
 @torch.no_grad()
@@ -371,31 +397,20 @@ def train_timm(spec: ShapesModel, data: PretrainData, budget: float) -> tuple[to
 
     torch.manual_seed(spec.recipe.seed)
     model = build_timm(spec.name, None, num_classes=len(LABELS))
-    model.train()
     images, targets = data.train.images, torch.from_numpy(data.train.targets)
     steps = _steps(spec, budget)
     batch = min(spec.recipe.batch_size, len(images))
-    opt = _optimizer(model, spec.recipe.lr, spec.recipe.weight_decay)
     rng = np.random.default_rng(spec.recipe.seed)
-    warmup = max(1, int(steps * spec.recipe.warmup_frac))
-    losses = []
-    with _progress() as prog:
-        task = prog.add_task(f"pretrain {spec.name}", total=steps, info="")
-        for step, idx in enumerate(_batches(len(images), batch, steps, rng)):
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, spec.recipe.lr, warmup)
-            x = to_tensor(images[idx], spec.mean, spec.std)
-            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            x[flip] = x[flip].flip(-1)
-            x = torch.rot90(x, int(rng.integers(4)), (2, 3))  # labels do not depend on orientation
-            loss = multilabel_loss(model(x), targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            prog.update(task, advance=1, info=f"loss {np.mean(losses[-10:]):.4f}")
-    model.eval()
-    return model, {"steps": steps, "batch_size": batch, "final_loss": float(np.mean(losses[-10:]))}
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
+        x = to_tensor(images[idx], spec.mean, spec.std)
+        flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+        x[flip] = x[flip].flip(-1)
+        x = torch.rot90(x, int(rng.integers(4)), (2, 3))  # labels do not depend on orientation
+        return multilabel_loss(model(x), targets[idx])
+
+    losses = _fit(model, spec, steps, _batches(len(images), batch, steps, rng), loss_of)
+    return model, _stats(steps, batch, losses)
 
 
 @torch.no_grad()
