@@ -57,11 +57,48 @@ def artifact_location(experiment: str) -> str | None:
     return (artifact_root() / sanitize_name(experiment).replace(" ", "_")).as_uri()
 
 
-def client():
-    """An ``MlflowClient`` on :func:`tracking_uri`."""
+_READY_STORES: set[str] = set()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI (None for other stores and in-memory SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path("/" + path.lstrip("/")) if uri.startswith("sqlite:////") else Path(path)
+
+
+def ensure_store(uri: str | None = None) -> str:
+    """Create (migrate) a SQLite store once, under an exclusive file lock, and return its URI.
+
+    MLflow builds a new SQLite store's tables on first use; two processes that both find the file empty race and
+    one dies with ``table experiments already exists`` (two rows of a reproduction, or two users' runs, started
+    at once on a fresh store). Other stores are returned unchanged.
+    """
+    uri = uri or tracking_uri()
+    db = _sqlite_path(uri)
+    if db is None or uri in _READY_STORES:
+        return uri
+    import fcntl
+
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri())
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)  # creates / migrates the tables
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY_STORES.add(uri)
+    return uri
+
+
+def client():
+    """An ``MlflowClient`` on :func:`tracking_uri` (a fresh SQLite store is created safely first)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(ensure_store())
 
 
 def get_or_create_experiment(name: str) -> str:
@@ -72,7 +109,13 @@ def get_or_create_experiment(name: str) -> str:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=artifact_location(name))
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location(name))
+    except Exception:  # another process created it in between (UNIQUE name): use theirs
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def sanitize_name(name: str) -> str:
@@ -184,7 +227,7 @@ class CVMLFlowLogger(MLFlowLogger):
 
     def __init__(self, experiment_name: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
                  run_id: str | None = None, tracking_uri: str | None = None) -> None:
-        uri = tracking_uri or globals()["tracking_uri"]()
+        uri = ensure_store(tracking_uri or globals()["tracking_uri"]())
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
                          tags=dict(tags or {}), artifact_location=artifact_location(experiment_name),
                          run_id=run_id, save_dir=None)
