@@ -68,6 +68,9 @@ class BottleneckAdapter(nn.Module):
 class TaskRouted(nn.Module):
     """One module per task (or one ``shared`` by all), chosen by the context's active task at call time.
 
+    When the context runs tasks stacked, each task's module gets that task's chunk of the first argument: the
+    routed modules must act on rows independently (adapters and LoRA deltas do).
+
     ``shared=True`` is VL-Adapter's "single adapter" multi-task setting: one set of weights serves every task.
     """
 
@@ -86,7 +89,8 @@ class TaskRouted(nn.Module):
     def forward(self, *args, **kwargs):
         if self.shared:
             return self.module(*args, **kwargs)
-        return self.per_task[self.ctx.task](*args, **kwargs)
+        # per task, or per task's chunk of the batch when the context runs tasks stacked (row-wise modules only)
+        return self.ctx.per_chunk(args[0], lambda t, x: self.per_task[t](x, *args[1:], **kwargs))
 
 
 def task_adapters(

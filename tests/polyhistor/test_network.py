@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from common.peft.swin import swin_stage_features
+from polyhistor.encoder import PeftConfig
 from polyhistor.methods import METHODS
 from polyhistor.network import PASCAL_OUTPUTS, build_network
 
@@ -107,16 +108,65 @@ def test_vpt_rows_do_change_features():
             assert not torch.allclose(net.encoder(x, "sal")[0], swin_stage_features(reference, x)[0])
 
 
-def test_task_agnostic_rows_run_the_encoder_once():
-    calls = []
-    for method, expected in (("decoders_only", 1), ("vl_adapter", 1), ("adapter", len(TASKS))):
-        net, _ = _net(method)
-        handle = net.encoder.swin.patch_embed.register_forward_hook(lambda *a: calls.append(1))
-        calls.clear()
+def test_encoder_passes_per_row():
+    """Task-agnostic rows: one pass of the batch; row-wise task-specific rows: one stacked pass of T x the batch;
+    the others (and stack_tasks=False): one pass per task."""
+    batches = []
+    for method, peft, expected in (("decoders_only", None, [1]), ("vl_adapter", None, [1]),
+                                   ("adapter", None, [len(TASKS)]),
+                                   ("adapter", PeftConfig(stack_tasks=False), [1] * len(TASKS)),
+                                   ("bitfit", None, [1] * len(TASKS))):
+        net = build_network(make_tiny_swin(0), method, TASKS, peft=peft, decoder_embed_dim=16).train()
+        handle = net.encoder.swin.patch_embed.register_forward_hook(lambda m, i, o: batches.append(i[0].shape[0]))
+        batches.clear()
         out = net(torch.randn(1, 3, 32, 32))
         handle.remove()
-        assert len(calls) == expected, method
+        assert batches == expected, (method, peft)
         assert {t: o.shape for t, o in out.items()} == {t: (1, c, 32, 32) for t, c in PASCAL_OUTPUTS.items()}
+
+
+STACKED = {"adapter": None, "lora": None, "hyperformer": None, "polyhistor": None, "polyhistor_lite": None,
+           "compacter": PeftConfig(compacter_tune_norms=False), "compacter_pp": PeftConfig(compacter_tune_norms=False)}
+
+
+@pytest.mark.parametrize("method", list(STACKED))
+def test_stacked_pass_equals_one_pass_per_task(method):
+    """Features and gradients of the stacked pass match one pass per task, with PEFT weights that differ per task
+    (random, not the identity init)."""
+    torch.manual_seed(1)
+    net = build_network(make_tiny_swin(5), method, TASKS, peft=STACKED[method], decoder_embed_dim=16).eval()
+    assert net.encoder.stacked
+    with torch.no_grad():
+        for p in net.encoder.peft.parameters():
+            p.normal_(0.0, 0.2)
+    x = torch.randn(3, 3, 32, 32)
+    results = []
+    for stacked in (True, False):
+        net.zero_grad()
+        net.encoder.stacked = stacked
+        feats = net.encoder.forward_tasks(x)
+        loss = sum(((i + 1) * f.sin()).mean() for i, t in enumerate(TASKS) for f in feats[t])
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in net.encoder.peft.named_parameters() if p.grad is not None}
+        results.append((feats, grads))
+    (f_st, g_st), (f_seq, g_seq) = results
+    for t in TASKS:
+        assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(f_st[t], f_seq[t])), (method, t)
+    assert not torch.allclose(f_seq["semseg"][-1], f_seq["sal"][-1], atol=1e-3)  # the tasks do differ
+    assert g_st.keys() == g_seq.keys() and g_st
+    for n in g_st:
+        assert torch.allclose(g_st[n], g_seq[n], atol=1e-5, rtol=1e-3), (method, n)
+
+
+@pytest.mark.parametrize("method", ["bitfit", "vpt_deep", "compacter"])
+def test_rows_that_change_the_backbone_per_task_do_not_stack(method):
+    net, _ = _net(method)
+    assert not net.encoder.stacked
+    with pytest.raises(RuntimeError, match="cannot run tasks stacked"):
+        net.encoder.forward_stacked(torch.randn(1, 3, 32, 32), TASKS)
+    if method == "bitfit":  # forcing it anyway fails loudly instead of using one task's biases for all
+        with pytest.raises(RuntimeError, match="cannot run stacked"), net.encoder.ctx.use_stacked(TASKS):
+            swin_stage_features(net.encoder.swin, torch.randn(4, 3, 32, 32))
 
 
 def test_deepcopy_maps_hooks_onto_the_copy():
