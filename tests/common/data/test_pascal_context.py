@@ -161,6 +161,33 @@ def test_round_trip_every_task(pascal_root: Path) -> None:
         assert (raw["normals"][~expect_valid] == 0).all()
 
 
+def test_cache_in_memory_serves_the_same_samples_without_files(broken_root: Path) -> None:
+    """With ``cache_in_memory`` the second epoch reads no file and returns what the uncached dataset returns."""
+    transform = MultiTaskTransform(SIZE, train=False)
+    plain = PascalContextMT(broken_root, "val", transform=transform, on_error="raise")
+    cached = PascalContextMT(broken_root, "val", transform=transform, on_error="raise", cache_in_memory=True)
+    expected = [plain[i] for i in range(len(plain))]
+    raws = [plain.load_raw(i) for i in range(len(plain))]
+    first = [cached[i] for i in range(len(cached))]
+    for folder in ("JPEGImages", "semseg", "human_parts", "sal_distill", "normals_distill"):
+        shutil.rmtree(broken_root / folder)
+    with pytest.raises(SampleError):
+        plain.load_raw(0)  # the files are really gone
+    second = [cached[i] for i in range(len(cached))]
+    for e, a, b in zip(expected, first, second, strict=True):
+        assert e.keys() == a.keys() == b.keys()
+        for k in e:
+            if isinstance(e[k], torch.Tensor):
+                assert torch.equal(e[k], a[k]) and torch.equal(e[k], b[k]), k
+    # augmentation runs per epoch on the cached arrays and must not change them in place
+    cached.transform = MultiTaskTransform(SIZE, train=True)
+    for _ in range(2):
+        _ = [cached[i] for i in range(len(cached))]
+    for i, raw in enumerate(raws):
+        for k, v in raw.items():
+            np.testing.assert_array_equal(cached._cache[i][k], v)
+
+
 def test_round_trip_covers_valid_and_invalid_normals(pascal_root: Path) -> None:
     ds = PascalContextMT(pascal_root, "train", tasks=["normals"])
     masks = np.stack([ds.load_raw(i)["normals_mask"] for i in range(len(ds))])
