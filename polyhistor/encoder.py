@@ -211,6 +211,14 @@ class MultiTaskSwin(nn.Module):
         """The hypernetwork bank of the hyper rows (None otherwise)."""
         return self.peft["hypernet"] if "hypernet" in self.peft else None
 
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """The hypernetworks' generator weights: the linear maps from the task conditioning to adapter weights
+        (not the task projector, not Polyhistor-Lite's directly learned scaling kernels). Empty for other rows."""
+        bank = self.bank
+        if bank is None:
+            return []
+        return [p for n, p in bank.named_parameters() if not n.startswith(("projector.", "scale_"))]
+
     @property
     def prompts(self) -> SwinPrompts | None:
         """The VPT prompts of the VPT rows (None otherwise)."""

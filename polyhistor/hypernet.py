@@ -15,18 +15,42 @@ width ``bottleneck``. Each bank below maps a task conditioning vector to :class:
   small *layer-wise scaling kernel* ``S_l`` ((dim_l/dim_1) x (dim_l/dim_1), task-shared) and uses
   ``W_l = S_l (x) T`` (Kronecker product), which has exactly the slot's shape.
 
-Every bank starts with the adapters' up projection (and its bias) at zero, so a fresh hyper-adapter is the
-identity. The weights are produced for one task in one call; the caller computes them once per task per step.
+Initialisation (Polyhistor publishes no code and no init; this is our reading): every bank's generated adapter starts with the
+statistics of the plain Adapter row's init (``common.peft.adapter.BottleneckAdapter``): ``W_down`` entries with
+standard deviation ``ADAPTER_DOWN_STD`` (0.02), ``b_down``, ``W_up`` and ``b_up`` at zero, so a fresh hyper-adapter
+is the identity and the rows differ by how they parametrise the adapters, not by their starting scale. The task
+conditioning is LayerNorm-ed (unit-variance entries, width ``z``), so a full generator gets weight std
+``0.02 / sqrt(z)``; a low-rank pair gets factors of std ``sqrt(0.02 / sqrt(rank))`` (each generator
+``that / sqrt(z)``) so that ``L R^T`` has std 0.02, and the up pair zeroes its ``R`` generator only (its ``L`` keeps
+the factor scale, so gradients reach ``R`` from the first step). Before this, every generator had std 0.01, so a
+rank-2 ``W_down`` started 4x smaller than the plain adapter's and HyperFormer's 3x larger. The generators also train
+at a reduced learning rate (``PolyhistorModule(generator_lr_scale=...)``, why there).
+
+The weights are produced for one task in one call; the caller computes them once per task per step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+#: std of a plain adapter's down projection at init (common.peft.adapter.BottleneckAdapter); the banks match it
+ADAPTER_DOWN_STD = 0.02
+
+
+def full_generator_std(z: int, target: float = ADAPTER_DOWN_STD) -> float:
+    """Weight std of a linear generator (unit-variance conditioning of width ``z``) whose outputs have std ``target``."""
+    return target / math.sqrt(z)
+
+
+def factor_generator_std(z: int, rank: int, target: float = ADAPTER_DOWN_STD) -> float:
+    """Weight std of each generator of a low-rank pair so that ``L R^T`` (rank ``rank``) has entries of std ``target``."""
+    return math.sqrt(target / math.sqrt(rank)) / math.sqrt(z)
 
 
 @dataclass(frozen=True)
@@ -90,12 +114,13 @@ class TaskProjector(nn.Module):
 class FullAdapterGenerator(nn.Module):
     """HyperFormer's per-slot hypernetwork: ``z -> (W_down, b_down, W_up, b_up)`` by one linear map each."""
 
-    def __init__(self, z: int, slot: AdapterSlot, std: float = 0.01) -> None:
+    def __init__(self, z: int, slot: AdapterSlot, std: float | None = None) -> None:
         super().__init__()
         self.slot = slot
         d, b = slot.dim, slot.bottleneck
+        std = full_generator_std(z) if std is None else std
         self.w_down = _generator(z, b * d, std)
-        self.b_down = _generator(z, b, std)
+        self.b_down = _generator(z, b, std, zero=True)
         self.w_up = _generator(z, d * b, std, zero=True)
         self.b_up = _generator(z, d, std, zero=True)
 
@@ -108,9 +133,10 @@ class FullAdapterGenerator(nn.Module):
 class LowRankGenerator(nn.Module):
     """A pair of hypernetworks emitting ``L`` (rows x rank) and ``R`` (cols x rank); the matrix is ``L R^T``."""
 
-    def __init__(self, z: int, rows: int, cols: int, rank: int, std: float = 0.01, zero: bool = False) -> None:
+    def __init__(self, z: int, rows: int, cols: int, rank: int, std: float | None = None, zero: bool = False) -> None:
         super().__init__()
         self.rows, self.cols, self.rank = rows, cols, rank
+        std = factor_generator_std(z, rank) if std is None else std
         self.left = _generator(z, rows * rank, std)
         self.right = _generator(z, cols * rank, std, zero=zero)
 
@@ -127,14 +153,14 @@ class LowRankGenerator(nn.Module):
 class DecomposedAdapterGenerator(nn.Module):
     """Polyhistor's per-slot decomposed hypernetworks: low-rank ``W_down``, ``W_up`` and full biases."""
 
-    def __init__(self, z: int, slot: AdapterSlot, rank: int, std: float = 0.01) -> None:
+    def __init__(self, z: int, slot: AdapterSlot, rank: int, std: float | None = None) -> None:
         super().__init__()
         self.slot = slot
         d, b = slot.dim, slot.bottleneck
         self.down = LowRankGenerator(z, b, d, rank, std)
         self.up = LowRankGenerator(z, d, b, rank, std, zero=True)
-        self.b_down = _generator(z, b, std)
-        self.b_up = _generator(z, d, std, zero=True)
+        self.b_down = _generator(z, b, 0.0, zero=True)
+        self.b_up = _generator(z, d, 0.0, zero=True)
 
     def forward(self, cond: torch.Tensor) -> AdapterWeights:
         return AdapterWeights(self.down(cond), self.b_down(cond), self.up(cond), self.b_up(cond))
@@ -159,7 +185,7 @@ class FullAdapterBank(_PerSlotBank):
     """HyperFormer: a full-matrix hypernetwork per slot, shared by all tasks."""
 
     def __init__(self, slots: Sequence[AdapterSlot], num_tasks: int, z: int = 32, embed_dim: int = 64,
-                 hidden_dim: int = 128, std: float = 0.01) -> None:
+                 hidden_dim: int = 128, std: float | None = None) -> None:
         super().__init__(num_tasks, [FullAdapterGenerator(z, s, std) for s in slots], embed_dim, hidden_dim, z)
 
 
@@ -167,7 +193,7 @@ class DecomposedAdapterBank(_PerSlotBank):
     """Polyhistor: a pair of low-rank hypernetworks per adapter matrix and slot, shared by all tasks."""
 
     def __init__(self, slots: Sequence[AdapterSlot], num_tasks: int, rank: int = 8, z: int = 32,
-                 embed_dim: int = 64, hidden_dim: int = 128, std: float = 0.01) -> None:
+                 embed_dim: int = 64, hidden_dim: int = 128, std: float | None = None) -> None:
         super().__init__(num_tasks, [DecomposedAdapterGenerator(z, s, rank, std) for s in slots], embed_dim,
                          hidden_dim, z)
 
@@ -195,7 +221,7 @@ class KroneckerAdapterBank(nn.Module):
     """
 
     def __init__(self, slots: Sequence[AdapterSlot], num_tasks: int, rank: int = 8, z: int = 32,
-                 embed_dim: int = 64, hidden_dim: int = 128, std: float = 0.01) -> None:
+                 embed_dim: int = 64, hidden_dim: int = 128, std: float | None = None) -> None:
         super().__init__()
         if not slots:
             raise ValueError("KroneckerAdapterBank needs at least one slot")
@@ -212,8 +238,8 @@ class KroneckerAdapterBank(nn.Module):
         d, b = base.dim, base.bottleneck
         self.down = LowRankGenerator(z, b, d, rank, std)
         self.up = LowRankGenerator(z, d, b, rank, std, zero=True)
-        self.b_down = _generator(z, b, std)
-        self.b_up = _generator(z, d, std, zero=True)
+        self.b_down = _generator(z, b, 0.0, zero=True)
+        self.b_up = _generator(z, d, 0.0, zero=True)
         self.scale_down = nn.ParameterList([nn.Parameter(torch.eye(k)) for k in self.ks])
         self.scale_up = nn.ParameterList([nn.Parameter(torch.eye(k)) for k in self.ks])
         self.scale_b_down = nn.ParameterList([nn.Parameter(torch.ones(k)) for k in self.ks])

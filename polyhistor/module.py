@@ -63,6 +63,11 @@ class PolyhistorModule(CVModule):
         lr / weight_decay / warmup_steps / warmup_epochs: AdamW, linear warm-up (steps + epochs) then cosine decay
             to 0, stepped per optimiser step.
         backbone_lr_scale: the Swin's own weights (trained by the full fine-tuning rows) use ``lr`` times this.
+        generator_lr_scale: the hypernetwork rows' generator weights use ``lr`` times this. None (default):
+            ``sqrt(pi/2) / hyper_z``. Adam moves every weight of a linear generator by about ``lr`` per step, so a
+            generated adapter weight moves by ``lr * ||c||_1`` (``c``: the LayerNorm-ed conditioning of width
+            ``hyper_z``, ``E||c||_1 = hyper_z * sqrt(2/pi)``), about 26x faster than a directly learned adapter at
+            z = 32; the default makes both move at the same rate. 1.0 turns it off.
         single_task_baseline: ``{task: main metric}`` of single-task fine-tuning, for ``val/delta_m``.
         data_info: linked from the datamodule.
     """
@@ -86,6 +91,7 @@ class PolyhistorModule(CVModule):
         warmup_steps: int = 0,
         warmup_epochs: float = 0.0,
         backbone_lr_scale: float = 1.0,
+        generator_lr_scale: float | None = None,
         single_task_baseline: dict[str, float] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -110,6 +116,8 @@ class PolyhistorModule(CVModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.warmup_epochs = warmup_steps, warmup_epochs
         self.backbone_lr_scale = backbone_lr_scale
+        z = (peft if isinstance(peft, PeftConfig) else PeftConfig(**dict(peft or {}))).hyper_z
+        self.generator_lr_scale = math.sqrt(math.pi / 2) / z if generator_lr_scale is None else generator_lr_scale
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: _task_metrics(t, outputs[t], self.ignore_index) for t in self.tasks})
             for stage in ("val", "test")})
@@ -183,14 +191,16 @@ class PolyhistorModule(CVModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         backbone = {id(p) for n, p in self.net.encoder.swin.named_parameters() if ".deltas." not in n}
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        generators = {id(p) for p in self.net.encoder.generator_parameters()}
+        scale = {"backbone": self.backbone_lr_scale, "generator": self.generator_lr_scale, "other": 1.0}
+        groups: dict[tuple[bool, str], list[nn.Parameter]] = {}
         for p in self.parameters():
             if p.requires_grad:
-                groups.setdefault((p.ndim >= 2, id(p) in backbone), []).append(p)
+                kind = "backbone" if id(p) in backbone else "generator" if id(p) in generators else "other"
+                groups.setdefault((p.ndim >= 2, kind), []).append(p)
         opt = torch.optim.AdamW(
-            [{"params": ps, "weight_decay": self.weight_decay if decay else 0.0,
-              "lr": self.lr * (self.backbone_lr_scale if in_backbone else 1.0)}
-             for (decay, in_backbone), ps in groups.items()], lr=self.lr)
+            [{"params": ps, "weight_decay": self.weight_decay if decay else 0.0, "lr": self.lr * scale[kind]}
+             for (decay, kind), ps in groups.items()], lr=self.lr)
         total, warm = 1, self.warmup_steps
         if self._trainer is not None:
             total = max(1, int(self.trainer.estimated_stepping_batches))

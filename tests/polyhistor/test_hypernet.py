@@ -1,8 +1,10 @@
 """Hypernetwork banks: shapes at Swin-T scale, Kronecker structure, low rank, once-per-task generation."""
 
+import pytest
 import torch
 
 from polyhistor.hypernet import (
+    ADAPTER_DOWN_STD,
     AdapterSlot,
     DecomposedAdapterBank,
     FullAdapterBank,
@@ -67,3 +69,21 @@ def test_hypernet_weights_are_generated_once_per_task_per_step():
         sum(o.mean() for o in out.values()).backward()
         assert bank.calls == len(PASCAL_OUTPUTS), method
         assert all(p.grad is not None for p in bank.projector.parameters())
+
+
+@pytest.mark.parametrize("bank_cls", [FullAdapterBank, DecomposedAdapterBank, KroneckerAdapterBank])
+@pytest.mark.parametrize("rank", [2, 8])
+def test_generated_adapters_start_like_a_plain_adapter(bank_cls, rank):
+    """W_down has the plain adapter's init std (0.02), everything else is zero (identity adapter)."""
+    torch.manual_seed(0)
+    slots = [AdapterSlot(32, 16), AdapterSlot(64, 32), AdapterSlot(128, 64)]
+    kwargs = {} if bank_cls is FullAdapterBank else {"rank": rank}
+    bank = bank_cls(slots, num_tasks=4, **kwargs)
+    stds = []
+    with torch.no_grad():
+        for task in range(4):
+            for w in bank(task):
+                stds.append(float(w.w_down.std()))
+                assert not w.b_down.any() and not w.w_up.any() and not w.b_up.any()
+    mean_std = sum(stds) / len(stds)
+    assert ADAPTER_DOWN_STD * 0.7 < mean_std < ADAPTER_DOWN_STD * 1.3, mean_std

@@ -72,3 +72,31 @@ def test_backbone_lr_scale_applies_to_the_swin_weights_only():
         assert len(inside) == 1
         assert group["lr"] == pytest.approx(1e-3 if inside.pop() else 1e-2)
         assert group["weight_decay"] == (module.weight_decay if group["params"][0].ndim >= 2 else 0.0)
+
+
+@pytest.mark.parametrize("method", ["hyperformer", "polyhistor"])
+def test_generator_lr_scale_makes_generated_adapters_move_like_plain_ones(method):
+    """Adam's first step moves each weight by ~lr; a generated W_up entry then moves by lr * scale * ||c||_1.
+    With the default scale that is ~lr, as for a directly learned adapter weight (Hyperformer's full generator)."""
+    torch.manual_seed(0)
+    info = {"tasks": ["semseg", "sal"], "image_size": (32, 32)}
+    module = PolyhistorModule(method=method, pretrained=None, decoder_embed_dim=8, lr=1e-3, weight_decay=0.0,
+                              data_info=info)
+    opt = module.configure_optimizers()["optimizer"]
+    gen = {id(p) for p in module.net.encoder.generator_parameters()}
+    assert gen and all(id(p) in gen for n, p in module.net.encoder.bank.named_parameters()
+                       if not n.startswith("projector."))
+    lrs = {g["lr"] for g in opt.param_groups if any(id(p) in gen for p in g["params"])}
+    assert len(lrs) == 1 and lrs.pop() == pytest.approx(1e-3 * (torch.pi / 2) ** 0.5 / 32)
+    if method != "hyperformer":
+        return
+    bank = module.net.encoder.bank
+    before = [w.w_up.detach().clone() for w in bank(0)]  # W_down gets no gradient while W_up is 0
+    module.net(torch.randn(2, 3, 32, 32))["semseg"].square().mean().backward()
+    for g in opt.param_groups:  # only the generators step, so the change comes from them alone
+        if not any(id(p) in gen for p in g["params"]):
+            g["lr"] = 0.0
+    opt.step()
+    with torch.no_grad():
+        moved = torch.cat([(w.w_up - b).abs().flatten() for w, b in zip(bank(0), before)])
+    assert 0.5e-3 < float(moved.mean()) < 1.5e-3, float(moved.mean())
