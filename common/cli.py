@@ -6,7 +6,7 @@ A :class:`lightning.pytorch.cli.LightningCLI` subclass in subclass mode (a YAML 
 * an MLflow logger (:class:`common.tracking.CVMLFlowLogger`) with tags (paper, setting, preset, git sha, command),
   the resolved config uploaded as ``config.yaml`` and flattened as params (rank 0 only);
 * ModelCheckpoint (``last.ckpt`` + the best on the model's ``monitor``) under ``outputs/<experiment>/<run name>/``;
-* LearningRateMonitor, RichProgressBar, parameter budget, throughput/peak memory, the non-finite loss guard;
+* LearningRateMonitor, a rich progress bar (step count for step-limited runs), parameter budget, throughput/peak memory, the non-finite loss guard;
 * the datamodule's ``info`` linked into the model's ``data_info`` (num_classes, class names, tasks ...);
 * ``--ckpt_path last`` resolving to the newest ``last.ckpt`` of this setting (or of ``--run.name``) and
   resuming the same MLflow run;
@@ -27,7 +27,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
@@ -37,6 +37,7 @@ from common.callbacks import (
     NonFiniteLossGuard,
     ParameterBudget,
     RunInfoCheckpoint,
+    StepProgressBar,
     Throughput,
 )
 from common.paths import outputs_dir, project_root
@@ -238,7 +239,7 @@ class CVInWCLI(LightningCLI):
             defaults.append(LearningRateMonitor(logging_interval="step"))
         if config.get("enable_progress_bar", True) is not False and not any(
                 issubclass(t, pl.callbacks.ProgressBar) for t in have):
-            defaults.append(RichProgressBar(leave=True))
+            defaults.append(StepProgressBar(leave=True))
         for cls in (ParameterBudget, Throughput, NonFiniteLossGuard):
             if cls not in have:
                 defaults.append(cls())

@@ -1,6 +1,8 @@
 """Lightning callbacks every cvinw run gets (see common.cli)."""
 
 from common.callbacks.guards import NonFiniteLossError, NonFiniteLossGuard
+from common.callbacks.progress import StepProgressBar
 from common.callbacks.tracking import ParameterBudget, RunInfoCheckpoint, Throughput
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ParameterBudget", "RunInfoCheckpoint", "Throughput"]
+__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ParameterBudget", "RunInfoCheckpoint", "StepProgressBar",
+           "Throughput"]
