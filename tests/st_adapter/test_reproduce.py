@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import common.models
 from benchmarks.reproduce import state_dir
 from benchmarks.reproduce.__main__ import main
 from benchmarks.reproduce.st_adapter import make_plan, parse_data
-import common.models
 from common import tracking
 
 ROWS = ["ssv2_clip-tiny_4f_8x32", "ssv2_clip-tiny_4f_linear-probe"]

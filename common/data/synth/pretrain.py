@@ -36,7 +36,14 @@ import torch
 import torch.nn.functional as F
 
 from common.data.synth import world as W
-from common.models.cache import MANIFEST_FILE, WEIGHTS_FILE, cache_dir, ensure_pretrained, file_sha256, read_manifest
+from common.models.cache import (
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    cache_dir,
+    ensure_pretrained,
+    file_sha256,
+    read_manifest,
+)
 from common.models.registry import SHAPES_MODELS, ShapesModel, get_shapes_model
 
 #: multi-label targets of the timm pretraining: the things (shapes, person), the colours, the stuff classes
@@ -261,7 +268,14 @@ def _lr_at(step: int, steps: int, base: float, warmup: int) -> float:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -566,7 +580,7 @@ def pretrain(
             "cpu_total": round(time.process_time() - c0, 2),
         },
         "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(d / WEIGHTS_FILE)},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": {
             "torch": torch.__version__,
             "timm": timm.__version__,
@@ -606,7 +620,7 @@ def _run(args: argparse.Namespace) -> int:
 
     names = sorted(SHAPES_MODELS) if args.all else list(dict.fromkeys(args.name))
     if not names:
-        raise SystemExit("pretrain: say which backbones to build: --all or --name NAME (one of %s)" % sorted(SHAPES_MODELS))
+        raise SystemExit(f"pretrain: say which backbones to build: --all or --name NAME (one of {sorted(SHAPES_MODELS)})")
     budget = default_budget() if args.budget is None else args.budget
     console = Console()
     t0 = time.perf_counter()
