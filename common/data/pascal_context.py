@@ -732,10 +732,25 @@ class PascalContextMTDataModule(CVDataModule):
     # --- data preparation
     def prepare_data(self) -> None:
         """Write the ShapesWorld stand-in when asked to and the root is missing (Lightning: local rank 0 only)."""
-        if self.generate_if_missing and not self.root.exists():
-            from common.data.synth.pascal_mt import write_pascal_mt
+        if not self.generate_if_missing:
+            return
+        from common.data.synth.pascal_mt import (
+            STAMP_NAME,
+            requested_options,
+            write_pascal_mt,
+            written_options,
+        )
 
+        if not self.root.exists():
             write_pascal_mt(self.root, **self.synth_options)
+            return
+        have, want = written_options(self.root), requested_options(**self.synth_options)
+        if have is not None and have != want:
+            diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+            raise PascalLayoutError(
+                f"{self.root / STAMP_NAME}: this ShapesWorld PASCAL_MT was written with other options than "
+                f"data.synth_options asks for ({', '.join(f'{k}: {a} here, {b} asked' for k, (a, b) in diff.items())}); "
+                f"delete {self.root} to regenerate it, or point data.root at another folder")
 
     def _dataset(self, stage: str) -> PascalContextMT:
         split = self.splits[stage]

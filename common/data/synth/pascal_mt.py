@@ -12,6 +12,8 @@
     DIR/normals_distill/{id}.png            RGB, ``round((n + 1) / 2 * 255)`` of the rendered unit normals
     DIR/sal_distill/{id}.png                saliency 0 / 255 (shapes and the person)
     DIR/class_names.txt                     the 21 semseg class names below (the real archive has none)
+    DIR/shapesworld.json                    the writer's arguments (num_train, num_val, seed, size, person_prob,
+                                            num_objects): a datamodule asked for other ones refuses this folder
 
 Class mapping into the 21-class space (PASCAL-Context multi-task keeps VOC's 20 thing classes, every "stuff"
 region is background):
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,9 @@ __all__ = [
     "render_sample",
     "write_sample",
     "write_pascal_mt",
+    "written_options",
+    "requested_options",
+    "STAMP_NAME",
     "cli_commands",
 ]
 
@@ -92,6 +98,9 @@ STUFF_CONTEXT_IDS: dict[str, int] = {
     "sand": 334,
     "floor": 158,
 }
+
+#: the file in which write_pascal_mt records its arguments
+STAMP_NAME = "shapesworld.json"
 
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by cvinw ShapesWorld (common.data.synth.pascal_mt)"
 
@@ -289,7 +298,38 @@ def write_pascal_mt(
     names = semseg_class_names()
     (root / "class_names.txt").write_text("".join(f"{n}\n" for n in names))
     summary["class_names"] = list(names)
+    (root / STAMP_NAME).write_text(json.dumps(
+        _options(num_train, num_val, seed, size_hw, person_prob, num_objects), indent=1, sort_keys=True) + "\n")
     return summary
+
+
+def _options(num_train: int, num_val: int, seed: int, size_hw: Sequence[int], person_prob: float,
+             num_objects: Sequence[int]) -> dict[str, Any]:
+    return {"num_train": int(num_train), "num_val": int(num_val), "seed": int(seed),
+            "size": [int(size_hw[0]), int(size_hw[1])], "person_prob": float(person_prob),
+            "num_objects": [int(num_objects[0]), int(num_objects[1])]}
+
+
+def written_options(root: str | Path) -> dict[str, Any] | None:
+    """The arguments a ShapesWorld PASCAL_MT folder was written with (None: no stamp, e.g. the real dataset)."""
+    path = Path(root) / STAMP_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def requested_options(**kwargs: Any) -> dict[str, Any]:
+    """The stamp that :func:`write_pascal_mt` would write for these keyword arguments (defaults filled in)."""
+    import inspect
+
+    params = inspect.signature(write_pascal_mt).parameters
+    args = {k: p.default for k, p in params.items() if k not in ("out", "progress")}
+    unknown = set(kwargs) - set(args) - {"progress"}
+    if unknown:
+        raise TypeError(f"unknown ShapesWorld PASCAL_MT option(s) {sorted(unknown)}; valid: {sorted(args)}")
+    args.update({k: v for k, v in kwargs.items() if k != "progress"})
+    size = args["size"]
+    size_hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return _options(args["num_train"], args["num_val"], args["seed"], size_hw, args["person_prob"],
+                    args["num_objects"])
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -328,6 +328,25 @@ def test_generate_if_missing(tmp_path: Path) -> None:
     assert batch["sal"].shape == (2, 64, 64)
 
 
+def test_generated_folder_refuses_other_synth_options(tmp_path: Path) -> None:
+    """A generated folder records its options; asking for other ones names the stamp and the fix, loses nothing."""
+    root = tmp_path / "gen"
+    opts = {"num_train": 2, "num_val": 1, "size": 24, "progress": False}
+    PascalContextMTDataModule(str(root), generate_if_missing=True, synth_options=opts).prepare_data()
+    assert pascal_mt.written_options(root) == pascal_mt.requested_options(**opts)
+    assert pascal_mt.written_options(root)["size"] == [24, 24]
+    before = sorted(p.name for p in (root / "JPEGImages").iterdir())
+    PascalContextMTDataModule(str(root), generate_if_missing=True, synth_options=opts).prepare_data()  # same: fine
+    other = PascalContextMTDataModule(str(root), generate_if_missing=True, synth_options={**opts, "num_train": 5})
+    with pytest.raises(PascalLayoutError, match=r"shapesworld\.json.*num_train: 2 here, 5 asked.*delete"):
+        other.prepare_data()
+    assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == before
+    with pytest.raises(TypeError, match="unknown ShapesWorld PASCAL_MT option"):
+        pascal_mt.requested_options(num_trian=3)
+    (root / pascal_mt.STAMP_NAME).unlink()  # a folder without a stamp (older writer, real data) is used as is
+    other.prepare_data()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------------------------------
