@@ -8,7 +8,7 @@ fine-tuning, VL-Adapter's single shared adapter) once for all tasks (:attr:`Mult
 Where the per-task parameters act on rows only (adapters, LoRA, Compacter without tuned norms, the hypernetwork
 rows), the per-task passes run as one pass over the batch repeated once per task, each task's parameters applied to
 its copy (:attr:`MultiTaskSwin.stacked`, ``PeftConfig.stack_tasks``): the same features as one pass per task
-(tested), with one batch of T x B instead of T batches of B -- measured 1.4x faster per step on CPU at the tiny
+(tested), with one batch of T x B instead of T batches of B -- measured 1.25-1.3x faster per step on CPU at the tiny
 scale. BitFit, tuned norms and VPT change the backbone's own weights or token count per task and keep one pass per
 task.
 
