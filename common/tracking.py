@@ -65,6 +65,8 @@ def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
     return Path("/" + path.lstrip("/")) if uri.startswith("sqlite:////") else Path(path)
 
 
@@ -102,8 +104,15 @@ def client():
 
 
 def get_or_create_experiment(name: str) -> str:
-    """Experiment id for ``name``, created (with the project's artifact location) if missing."""
-    c = client()
+    """Experiment id for ``name``, created (with the project's artifact location) if missing; safe when another
+    process creates it at the same time."""
+    return _get_or_create_on(ensure_store(), name)
+
+
+def _get_or_create_on(uri: str, name: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
@@ -231,6 +240,9 @@ class CVMLFlowLogger(MLFlowLogger):
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
                          tags=dict(tags or {}), artifact_location=artifact_location(experiment_name),
                          run_id=run_id, save_dir=None)
+        if run_id is None and rank_zero_only.rank == 0:
+            # Lightning would create a missing experiment itself, without handling a concurrent creation
+            self._experiment_id = _get_or_create_on(uri, experiment_name)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:  # type: ignore[override]

@@ -746,7 +746,7 @@ class PascalContextMTDataModule(CVDataModule):
             return
         have, want = written_options(self.root), requested_options(**self.synth_options)
         if have is not None and have != want:
-            diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+            diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
             raise PascalLayoutError(
                 f"{self.root / STAMP_NAME}: this ShapesWorld PASCAL_MT was written with other options than "
                 f"data.synth_options asks for ({', '.join(f'{k}: {a} here, {b} asked' for k, (a, b) in diff.items())}); "
