@@ -67,12 +67,8 @@ class TaskContext:
         """Make ``task`` active for the duration of the block (and start a fresh ``cache``)."""
         if task not in self.tasks:
             raise KeyError(f"unknown task {task!r}; this context knows {list(self.tasks)}")
-        previous = self._task, self._stacked, self.cache
-        self._task, self._stacked, self.cache = task, None, {}
-        try:
+        with self._activate(task, None):
             yield self
-        finally:
-            self._task, self._stacked, self.cache = previous
 
     @contextmanager
     def use_stacked(self, tasks: Sequence[str]) -> Iterator[TaskContext]:
@@ -83,10 +79,16 @@ class TaskContext:
         if unknown or not tasks or len(set(tasks)) != len(tasks):
             raise KeyError(f"use_stacked needs distinct known tasks; got {list(tasks)}, this context knows "
                            f"{list(self.tasks)}")
-        previous = self._task, self._stacked, self.cache
-        self._task, self._stacked, self.cache = None, tasks, {}
-        try:
+        with self._activate(None, tasks):
             yield self
+
+    @contextmanager
+    def _activate(self, task: str | None, stacked: tuple[str, ...] | None) -> Iterator[None]:
+        """Set the active task (or stacked tasks) and a fresh cache; restore the previous ones on exit."""
+        previous = self._task, self._stacked, self.cache
+        self._task, self._stacked, self.cache = task, stacked, {}
+        try:
+            yield
         finally:
             self._task, self._stacked, self.cache = previous
 

@@ -200,6 +200,11 @@ def human_parts_anno(scene: world.Scene, im_id: str) -> np.ndarray:
     return anno
 
 
+def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """(H, W) of an image size given as an int (square) or a pair."""
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def _scene_seed(seed: int, split: str, index: int) -> int:
     split_key = {"train": 0, "val": 1}.get(split, 2)
     return int(np.random.SeedSequence([int(seed), split_key, int(index)]).generate_state(1)[0])
@@ -219,7 +224,7 @@ def render_sample(
     num_objects: Sequence[int] = (1, 3),
 ) -> world.Scene:
     """The ShapesWorld scene of image ``index`` of ``split`` (a pure function of the arguments)."""
-    size_hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    size_hw = _size_hw(size)
     spec = world.sample_scene(
         _scene_seed(seed, split, index),
         num_objects=tuple(num_objects),
@@ -272,7 +277,7 @@ def write_pascal_mt(
     root = Path(out).expanduser() if out is not None else data_dir() / "pascal-context"
     if num_train < 0 or num_val < 0:
         raise ValueError(f"num_train / num_val must be >= 0, got {num_train} / {num_val}")
-    size_hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    size_hw = _size_hw(size)
     for folder in (
         "JPEGImages", "ImageSets/Context", "semseg/pascal-context", "pascal-context/trainval", "human_parts",
         "normals_distill", "sal_distill",
@@ -326,9 +331,7 @@ def requested_options(**kwargs: Any) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown ShapesWorld PASCAL_MT option(s) {sorted(unknown)}; valid: {sorted(args)}")
     args.update({k: v for k, v in kwargs.items() if k != "progress"})
-    size = args["size"]
-    size_hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return _options(args["num_train"], args["num_val"], args["seed"], size_hw, args["person_prob"],
+    return _options(args["num_train"], args["num_val"], args["seed"], _size_hw(args["size"]), args["person_prob"],
                     args["num_objects"])
 
 
