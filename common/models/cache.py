@@ -3,6 +3,10 @@
 :func:`ensure_pretrained` returns the cached weights, pretraining them first when they are missing (or were made for
 another architecture). Several processes (DDP ranks, parallel tests) may ask at once: a file lock makes one of them
 train while the others wait and then read the cache.
+
+This module stores; it does not train. The trainer (:func:`common.models.pretrain.pretrain`) registers itself with
+:func:`register_trainer` when ``common.models`` is imported (``common/models/__init__.py`` imports it), so the loaders
+(``clip.py``, ``timm_models.py``) can ask for cached weights without an import circle through the training code.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,16 @@ MANIFEST_FILE = "manifest.json"
 
 #: environment variable: the pretraining budget used when a backbone is trained on first use (default 1.0)
 BUDGET_ENV = "CVINW_PRETRAIN_BUDGET"
+
+#: ``trainer(name, *, budget, root, data_budget, recipe) -> manifest``: writes a cache entry (see register_trainer)
+Trainer = Callable[..., dict[str, Any]]
+_TRAINER: Trainer | None = None
+
+
+def register_trainer(trainer: Trainer) -> None:
+    """Set the function that builds a missing cache entry (``common.models.pretrain`` registers its ``pretrain``)."""
+    global _TRAINER
+    _TRAINER = trainer
 
 
 def cache_dir(name: str, root: Path | None = None) -> Path:
@@ -108,7 +122,8 @@ def ensure_pretrained(
         budget: pretraining budget when training happens (default: :func:`default_budget`).
         force: retrain even if the cache is valid.
         root: cache root (default ``outputs/pretrained``).
-        data_budget, recipe: passed to :func:`common.data.synth.pretrain.pretrain` when training happens.
+        data_budget, recipe: passed to the registered trainer (:func:`common.models.pretrain.pretrain`) when
+            training happens.
     """
     get_shapes_model(name)  # clear error for unknown names
     d = cache_dir(name, root)
@@ -117,10 +132,14 @@ def ensure_pretrained(
     with _locked(d.parent / f".{name}.lock"):
         if not force and cache_is_valid(name, root):  # someone else trained it while we waited
             return d / WEIGHTS_FILE
-        from common.data.synth.pretrain import pretrain  # lazy: training code is only needed on a cache miss
-
+        if _TRAINER is None:
+            raise RuntimeError(
+                f"pretrained {name} is not in {d} and no trainer is registered: import common.models (its "
+                "__init__ registers common.models.pretrain), or build it with "
+                f"`python -m common.data.synth pretrain --name {name}`"
+            )
         log.warning("pretrained %s not in %s: pretraining it on ShapesWorld now (once)", name, d)
-        pretrain(
+        _TRAINER(
             name,
             budget=default_budget() if budget is None else budget,
             root=root,

@@ -12,7 +12,7 @@ import sys
 
 #: modules that contribute commands (each defines ``cli_commands()``)
 COMMAND_MODULES = (
-    "common.data.synth.pretrain",
+    "common.models.pretrain",
     "common.data.synth.video_writers",
     "common.data.synth.pascal_mt",
     "common.data.synth.coco_panoptic",

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.data.synth import pretrain as P
 from common.data.synth import world as W
 from common.models import SHAPES_MODELS, build_timm, ensure_pretrained, load_clip, read_manifest
+from common.models import pretrain as P
 from common.models.cache import cache_dir, cache_is_valid, file_sha256
 from common.paths import pretrained_dir
 

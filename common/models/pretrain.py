@@ -1,4 +1,4 @@
-"""Pretraining of the tiny ShapesWorld backbones (``python -m common.data.synth pretrain --all``).
+"""Pretraining of the tiny ShapesWorld backbones (``python -m common.data.synth pretrain --all`` or ``make pretrain``).
 
 * ``shapes-clip-tiny``: an open_clip CLIP trained contrastively (open_clip's ``ClipLoss``) on ShapesWorld
   image-caption pairs. The colour-shape pairs of :data:`~common.data.synth.world.HELD_OUT_COMBOS` never appear, so
