@@ -14,7 +14,7 @@ follows an official recipe with another no-decay rule passes it (``no_decay=``),
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -42,7 +42,7 @@ def param_groups(
     *,
     no_decay: Sequence[str] = NO_DECAY,
     no_decay_1d: bool = True,
-    lr_scale: Mapping[str, float] | None = None,
+    lr_scale: Mapping[str, float] | Callable[[str, nn.Parameter], float] | None = None,
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups over the trainable parameters (each shared tensor once).
 
@@ -52,14 +52,21 @@ def param_groups(
         lr: base learning rate; a group's ``lr`` is ``lr`` times its multiplier.
         no_decay: name patterns (``re.search``) without weight decay (default :data:`NO_DECAY`).
         no_decay_1d: also no decay for every tensor with fewer than 2 dimensions.
-        lr_scale: ``{pattern: multiplier}``; the first pattern that matches a name sets its multiplier (else 1).
+        lr_scale: ``{pattern: multiplier}`` (the first pattern that matches a name sets its multiplier, else 1), or a
+            function ``(name, parameter) -> multiplier``.
 
     Returns:
         One group per (decay, multiplier) pair in first-seen order, each ``{"params", "weight_decay", "lr",
         "names"}`` (``names`` for logging and tests; torch ignores extra keys).
     """
     items = named_parameters.named_parameters() if isinstance(named_parameters, nn.Module) else named_parameters
-    scales = dict(lr_scale or {})
+    if callable(lr_scale):
+        multiplier = lr_scale
+    else:
+        scales = dict(lr_scale or {})
+
+        def multiplier(name: str, _p: nn.Parameter) -> float:
+            return next((m for pat, m in scales.items() if re.search(pat, name)), 1.0)
     groups: dict[tuple[bool, float], dict[str, Any]] = {}
     seen: set[int] = set()
     for name, p in items:
@@ -67,7 +74,7 @@ def param_groups(
             continue
         seen.add(id(p))
         decay = not (_matches(name, no_decay) or (no_decay_1d and p.ndim < 2))
-        mult = next((m for pat, m in scales.items() if re.search(pat, name)), 1.0)
+        mult = float(multiplier(name, p))
         g = groups.setdefault((decay, mult), {"params": [], "names": [], "weight_decay": weight_decay if decay
                                               else 0.0, "lr": lr * mult})
         g["params"].append(p)
@@ -131,7 +138,7 @@ def adamw(
     eps: float = 1e-8,
     no_decay: Sequence[str] = NO_DECAY,
     no_decay_1d: bool = True,
-    lr_scale: Mapping[str, float] | None = None,
+    lr_scale: Mapping[str, float] | Callable[[str, nn.Parameter], float] | None = None,
 ) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over :func:`param_groups`."""
     groups = param_groups(named_parameters, weight_decay, lr, no_decay=no_decay, no_decay_1d=no_decay_1d,

@@ -77,6 +77,9 @@ class PolyhistorModule(CVModule):
 
     monitor = "val/loss"
     monitor_mode = "min"
+    #: weight decay on every trainable tensor of two or more dimensions (the rule of the landed tables)
+    no_decay: tuple[str, ...] = ()
+    no_decay_1d = True
 
     def __init__(
         self,
@@ -98,7 +101,8 @@ class PolyhistorModule(CVModule):
         single_task_baseline: dict[str, float] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(data_info)
+        super().__init__(data_info, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                         warmup_epochs=warmup_epochs)
         self.save_hyperparameters(ignore=["data_info"])
         self.spec = method_spec(method)
         info = self.data_info
@@ -116,12 +120,10 @@ class PolyhistorModule(CVModule):
                                                     decoder_dropout)
         self.loss_weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
         self.baseline = dict(single_task_baseline or {})
-        self.lr, self.weight_decay = lr, weight_decay
-        self.warmup_steps, self.warmup_epochs = warmup_steps, warmup_epochs
         self.backbone_lr_scale = backbone_lr_scale
         z = self.net.encoder.cfg.hyper_z
         self.generator_lr_scale = math.sqrt(math.pi / 2) / z if generator_lr_scale is None else generator_lr_scale
-        self.metrics = nn.ModuleDict({
+        self.eval_metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: _task_metrics(t, outputs[t], self.ignore_index) for t in self.tasks})
             for stage in ("val", "test")})
 
@@ -130,48 +132,33 @@ class PolyhistorModule(CVModule):
         return self.net(images)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self._log_skipped(batch, "train")
-        if batch["image"].shape[0] == 0:
+        if batch["image"].shape[0] == 0:  # every sample unreadable (counted by the SkippedSamples callback)
             return None
         preds = self.net(batch["image"])
         terms = weighted_losses(preds, batch, self.loss_weights, self.ignore_index)
         return self.log_losses(terms, batch_size=batch["image"].shape[0])
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        self._log_skipped(batch, stage)
-        if batch["image"].shape[0] == 0:
-            return
+    def eval_step(self, batch: dict[str, Any], stage: str) -> None:
         preds = self.net(batch["image"])
         terms = weighted_losses(preds, batch, self.loss_weights, self.ignore_index)
         bs = batch["image"].shape[0]
         self.log(f"{stage}/loss", torch.stack(list(terms.values())).sum(), on_epoch=True, batch_size=bs,
                  sync_dist=True)
         for t, p in preds.items():
-            m = self.metrics[stage][t]
+            m = self.eval_metrics[stage][t]
             if t == "normals":
                 m.update(p, batch["normals"], batch.get("normals_mask"))
             else:
                 m.update(p, batch[t])
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self.net(batch["image"])
 
-    def _log_skipped(self, batch: dict[str, Any], stage: str) -> None:
-        if "skipped" in batch:
-            self.log(f"data/skipped_{stage}", batch["skipped"].float(), reduce_fx="sum", on_step=False,
-                     on_epoch=True, batch_size=1, sync_dist=True)
-
-    # ------------------------------------------------------------------ epoch ends
-    def _compute(self, stage: str) -> dict[str, float]:
+    def compute_eval_metrics(self, stage: str) -> dict[str, float]:
+        """Every task's metrics (``<stage>/<task>/<metric>``) and, with a single-task baseline, ``<stage>/delta_m``."""
         values: dict[str, float] = {}
         main: dict[str, float] = {}
-        for t, metric in self.metrics[stage].items():
+        for t, metric in self.eval_metrics[stage].items():
             out = metric.compute()
             out = out if isinstance(out, dict) else {"mIoU": out}
             for k, v in out.items():
@@ -183,39 +170,12 @@ class PolyhistorModule(CVModule):
             values[f"{stage}/delta_m"] = delta_m(usable, self.baseline, LOWER_IS_BETTER)
         return values
 
-    def on_validation_epoch_end(self) -> None:
-        for k, v in self._compute("val").items():
-            self.log(k, v, sync_dist=False)
-
-    def on_test_epoch_end(self) -> None:
-        for k, v in self._compute("test").items():
-            self.log(k, v, sync_dist=False)
-
     # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self):
-        backbone = {id(p) for n, p in self.net.encoder.swin.named_parameters() if ".deltas." not in n}
-        generators = {id(p) for p in self.net.encoder.generator_parameters()}
-        scale = {"backbone": self.backbone_lr_scale, "generator": self.generator_lr_scale, "other": 1.0}
-        groups: dict[tuple[bool, str], list[nn.Parameter]] = {}
-        for p in self.parameters():
-            if p.requires_grad:
-                kind = "backbone" if id(p) in backbone else "generator" if id(p) in generators else "other"
-                groups.setdefault((p.ndim >= 2, kind), []).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": ps, "weight_decay": self.weight_decay if decay else 0.0, "lr": self.lr * scale[kind]}
-             for (decay, kind), ps in groups.items()], lr=self.lr)
-        total, warm = 1, self.warmup_steps
-        if self._trainer is not None:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            epochs = self.trainer.max_epochs
-            if self.warmup_epochs and epochs and epochs > 0:
-                warm += int(self.warmup_epochs * total / epochs)
-        warm = min(warm, total - 1)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def lr_multiplier(self, name: str, param: nn.Parameter) -> float:
+        """The Swin's own weights at ``backbone_lr_scale``, hypernetwork generators at ``generator_lr_scale``."""
+        enc = self.net.encoder
+        if any(p is param for n, p in enc.swin.named_parameters() if ".deltas." not in n):
+            return self.backbone_lr_scale
+        if any(p is param for p in enc.generator_parameters()):
+            return self.generator_lr_scale
+        return 1.0
