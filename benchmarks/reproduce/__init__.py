@@ -8,8 +8,9 @@ A paper contributes ``benchmarks/reproduce/<paper>.py`` with
   and ``.csv`` and return the table text to print (it may also log table-level metrics to the runs).
 
 :func:`run_plan` does the rest: one parent run, rows in order with their position and an ETA, each row through
-the paper's CLI (``fit --config ROW.yaml --run.parent_run_id PARENT --run.summary_path FILE``), in this process
-(saves one framework start-up per row) or in a subprocess each (``isolate=True``). A row whose config (files +
+the paper's CLI (``fit --config ROW.yaml --run.parent_run_id PARENT``), in this process through
+:func:`common.cli.run` (which returns the row's summary; saves one framework start-up per row) or in a subprocess
+each (``isolate=True``, the summary through ``--run.summary_path``). A row whose config (files +
 overrides) is unchanged since it last finished is not trained again: its result is read back from the state
 folder ``outputs/reproduce/<paper>/<preset>/``, so an interrupted reproduction resumes where it stopped.
 """
@@ -135,16 +136,19 @@ def _parent_run(plan: Plan, sdir: Path) -> str:
     return run_id
 
 
-def _cli_args(plan: Plan, row: Row, parent: str, summary: Path, run_name: str) -> list[str]:
+def _cli_args(plan: Plan, row: Row, parent: str, run_name: str) -> list[str]:
     return ["fit", "--config", str(_resolve(row.config)), *row.overrides,
-            "--run.parent_run_id", parent, "--run.summary_path", str(summary), "--run.name", run_name,
+            "--run.parent_run_id", parent, "--run.name", run_name,
             "--run.experiment", plan.experiment, "--run.preset", plan.preset,
             "--run.setting", f"{plan.preset}/{row.key}"]
 
 
-def _run_cli(plan: Plan, args: list[str], isolate: bool, log_file: Path | None = None,
-             threads: int | None = None) -> float:
-    """Run one CLI command; returns its CPU seconds (user + system)."""
+def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file: Path | None = None,
+             threads: int | None = None) -> tuple[dict[str, Any], float]:
+    """Run one CLI command; returns its summary (``common.cli.run``'s) and its CPU seconds (user + system).
+
+    In this process through :func:`common.cli.run`; with ``isolate`` in a subprocess of ``python -m <paper>`` that
+    writes the summary to ``summary`` (``--run.summary_path``)."""
     import resource
 
     if isolate:
@@ -153,7 +157,8 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, log_file: Path | None =
             env.pop(k, None)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
-        cmd = [sys.executable, "-m", plan.cli_module, *args]
+        summary.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", plan.cli_module, *args, "--run.summary_path", str(summary)]
         with (log_file.open("w") if log_file is not None else open(os.devnull, "w")) as fh:
             out = fh if log_file is not None else None
             proc = subprocess.Popen(cmd, cwd=project_root(), env=env, stdout=out,
@@ -163,38 +168,35 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, log_file: Path | None =
         if proc.returncode:
             where = f"; its output is in {log_file}" if log_file is not None else ""
             raise RuntimeError(f"the CLI exited with status {proc.returncode}{where}")
-        return usage.ru_utime + usage.ru_stime
-    import importlib
+        return json.loads(summary.read_text()), usage.ru_utime + usage.ru_stime
+    from common.cli import run
 
     for k in _CLI_ENV:
         os.environ.pop(k, None)
-    cli = importlib.import_module("common.cli")
     before = resource.getrusage(resource.RUSAGE_SELF)
-    argv = sys.argv
-    sys.argv = [f"python -m {plan.cli_module}"]  # the CLI reads only `args`; this keeps its run tags right
     try:
-        cli.main(args)
+        data = run(args, prog=f"python -m {plan.cli_module}")
     except SystemExit as err:  # argument errors and the NaN guard exit
         if err.code not in (0, None):
             raise RuntimeError(f"the CLI exited with status {err.code}") from err
+        data = {}
     finally:
-        sys.argv = argv
         for k in _CLI_ENV:
             os.environ.pop(k, None)
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return data, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _train_row(plan: Plan, row: Row, h: str, parent: str, sdir: Path, isolate: bool, parallel: bool,
                threads: int | None) -> RowResult:
-    summary = sdir / f"{row.key}.summary.json"
-    summary.unlink(missing_ok=True)
     run_name = f"{plan.preset}-{row.key}-{time.strftime('%Y%m%d-%H%M%S')}"
     t0 = time.time()
     try:
-        cpu = _run_cli(plan, _cli_args(plan, row, parent, summary, run_name), isolate,
-                       sdir / f"{row.key}.log" if parallel else None, threads)
-        data = json.loads(summary.read_text())
+        data, cpu = _run_cli(plan, _cli_args(plan, row, parent, run_name), isolate,
+                             sdir / f"{row.key}.summary.json", sdir / f"{row.key}.log" if parallel else None,
+                             threads)
+        if not data:
+            raise RuntimeError("the CLI returned no summary")
         res = RowResult(row.key, "finished", h, {k: float(v) for k, v in data.get("metrics", {}).items()},
                         (data.get("params") or {}).get("trainable"), data.get("mlflow_run_id"), time.time() - t0,
                         cpu)

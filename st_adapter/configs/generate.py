@@ -32,8 +32,9 @@ Presets:
   written on first use under ``outputs/data/``. Same recipe otherwise, with a short schedule and a higher base lr
   (the tiny sets have 192-288 training clips), and a milder SSv2 augmentation (random-resized crop scale
   (0.35, 1), RandAugment m5 n2): at 64 px an 8% crop or four geometric ops often remove the one moving object.
-* ``smoke``: seconds (CI); random-init ``shapes-clip-tiny``, 4 frames, two training batches. Its data root is given
-  by the reproduce driver (``benchmarks/reproduce/st_adapter.py`` writes a very small ShapesWorld set).
+* ``smoke``: seconds (CI); random-init ``shapes-clip-tiny``, 4 frames, two training batches. On its own it reads
+  (and on first use writes) the ShapesWorld set under ``outputs/data/``; the reproduce driver
+  (``benchmarks/reproduce/st_adapter.py``) points it at a very small ShapesWorld set it writes itself.
 
 The files are generated so presets and settings cannot drift apart; a test checks they match this script.
 """
@@ -124,7 +125,9 @@ def _data(s: Setting) -> dict[str, Any]:
         if s.dataset == "ssv2":
             d["transform_args"] = dict(TINY_SSV2_AUG)
     else:
-        d.update(input_size=64, batch_size=4, num_workers=0, synth_if_missing=False)
+        # root null: the default ShapesWorld folder under outputs/data/, written on first use, so the file runs on
+        # its own; the reproduce driver points it at a smaller set it writes itself
+        d.update(input_size=64, batch_size=4, num_workers=0, synth_if_missing=True)
     return d
 
 
