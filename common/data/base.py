@@ -1,21 +1,139 @@
-"""The base LightningDataModule of cvinw.
-
-Two duties every datamodule shares:
+"""The base LightningDataModule of cvinw and the bad-data seams every datamodule shares.
 
 * :attr:`CVDataModule.info`: a dict of values the model needs from the data (``num_classes``, ``class_names``,
   ``tasks``, ...). The CLI links it into the model's ``data_info`` argument, so configs never repeat it.
-* Exact distributed evaluation: :meth:`eval_loader` gives every validation/test/predict sample to exactly one
-  rank (no padding duplicates, unlike torch's DistributedSampler), so DDP metrics equal 1-process metrics.
+* Generic Lightning plumbing: a subclass implements :meth:`CVDataModule.build_dataset` (``"train"``, ``"val"``,
+  ``"test"`` -> a Dataset) and, where its batches are not plain tensors, :meth:`CVDataModule.collate_fn`; the base
+  gives ``setup`` and the four loaders.
+* Exact distributed evaluation: :meth:`CVDataModule.eval_loader` gives every validation/test/predict sample to
+  exactly one rank (no padding duplicates, unlike torch's DistributedSampler), so DDP metrics equal 1-process
+  metrics.
+* Bad data, one way for every dataset: ``on_error`` is :data:`OnError` (``skip`` or ``raise``); a wrong layout is a
+  :class:`DatasetLayoutError` naming the expected layout, the file that was wrong and the command that writes the
+  ShapesWorld stand-in; a sample that cannot be read comes back from the dataset as a :class:`SkippedSample` (or
+  None) and :class:`SkipCollate` drops it, putting the count in ``batch["skipped"]`` (long scalar) and the records in
+  ``batch["skipped_samples"]``; samples left out at setup (missing files, unknown labels) are recorded with
+  :meth:`CVDataModule.record_setup_skip`. The one counter that logs all of it as ``data/skipped`` is the callback
+  :class:`common.callbacks.data.SkippedSamples`, which the CLI adds to every trainer. A split where more than
+  ``max_missing_fraction`` of the listed samples are left out at setup fails with the layout error.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, get_args
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+__all__ = [
+    "OnError",
+    "check_on_error",
+    "DatasetLayoutError",
+    "SkippedSampleWarning",
+    "SkippedSample",
+    "SKIPPED_KEY",
+    "SKIPPED_SAMPLES_KEY",
+    "SkipCollate",
+    "distributed_world",
+    "check_paths_exist",
+    "CVDataModule",
+]
+
+#: what a dataset does with a sample it cannot read: leave it out (warned and counted) or raise
+OnError = Literal["skip", "raise"]
+
+#: batch keys written by :class:`SkipCollate`
+SKIPPED_KEY = "skipped"
+SKIPPED_SAMPLES_KEY = "skipped_samples"
+
+#: Lightning stage -> the splits it needs
+STAGE_SPLITS: dict[str, tuple[str, ...]] = {
+    "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
+}
+
+
+def check_on_error(value: str, where: str = "on_error") -> OnError:
+    """``value`` if it is an :data:`OnError`, else a ValueError naming ``where`` and the choices."""
+    if value not in get_args(OnError):
+        raise ValueError(f"{where} must be one of {list(get_args(OnError))}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """A dataset root, annotation file or split does not follow the expected layout.
+
+    The message names the expected layout, the file that was wrong, and how to get the data or write the
+    ShapesWorld stand-in (:meth:`CVDataModule.layout_error` builds it).
+    """
+
+
+class SkippedSampleWarning(UserWarning):
+    """One sample left out (unreadable file, missing file, unknown label, duplicate)."""
+
+
+class SkippedSample(NamedTuple):
+    """What a dataset returns (or a datamodule records at setup) for a sample it could not use.
+
+    A named tuple, so that Lightning's batch transfer (``apply_to_collection``) carries it through unchanged.
+
+    ``index`` is the dataset index (-1 at setup), ``path`` the file (or id) that was wrong, ``reason`` a short
+    keyword (``missing``, ``empty``, ``undecodable``, ``unknown_label``, ``duplicate``, ``broken``, ...) and
+    ``detail`` the full message.
+    """
+
+    index: int
+    path: str
+    reason: str
+    detail: str = ""
+
+    def message(self) -> str:
+        """The warning text: ``skipping <reason> sample <path> (<detail>)``."""
+        return f"skipping {self.reason} sample {self.path}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _as_skipped(sample: Any) -> SkippedSample | None:
+    if isinstance(sample, SkippedSample):
+        return sample
+    if sample is None:
+        return SkippedSample(-1, "<unknown>", "broken")
+    return None
+
+
+class SkipCollate:
+    """The one skip-and-count collate: drop :class:`SkippedSample` (and None) items, collate the rest.
+
+    Adds ``batch["skipped"]`` (long scalar: how many items of this batch were dropped) and
+    ``batch["skipped_samples"]`` (the dropped :class:`SkippedSample` records, for the once-per-file warnings of
+    :class:`common.callbacks.data.SkippedSamples`). The batch must be a dict.
+
+    Args:
+        collate: collates the kept items (default: torch's ``default_collate``).
+        empty: builds the batch when every item was dropped (zero-length tensors of the right trailing shapes);
+            None calls ``collate([])``.
+    """
+
+    def __init__(self, collate: Callable[[list[Any]], dict[str, Any]] = default_collate,
+                 empty: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.collate = collate
+        self.empty = empty
+
+    def __call__(self, samples: Sequence[Any]) -> dict[str, Any]:
+        kept, skipped = [], []
+        for s in samples:
+            marker = _as_skipped(s)
+            (kept if marker is None else skipped).append(s if marker is None else marker)
+        batch = self.collate(kept) if kept or self.empty is None else self.empty()
+        if not isinstance(batch, dict):
+            raise TypeError(f"SkipCollate needs dict batches, the collate gave {type(batch).__name__}")
+        batch[SKIPPED_KEY] = torch.tensor(len(skipped), dtype=torch.long)
+        batch[SKIPPED_SAMPLES_KEY] = skipped
+        return batch
 
 
 def distributed_world() -> tuple[int, int]:
@@ -26,18 +144,134 @@ def distributed_world() -> tuple[int, int]:
 
 
 class CVDataModule(pl.LightningDataModule):
-    """Base datamodule: ``info`` for CLI links and un-padded distributed evaluation loaders."""
+    """Base datamodule: ``info`` for CLI links, generic setup/loaders over :meth:`build_dataset`, un-padded
+    distributed evaluation, setup-time skip accounting and the missing-fraction check.
 
-    def __init__(self, batch_size: int = 8, num_workers: int = 0, eval_batch_size: int | None = None) -> None:
+    Args:
+        batch_size, eval_batch_size, num_workers: loaders (``eval_batch_size`` None: ``batch_size``).
+        max_missing_fraction: a split where more than this fraction of the listed samples is left out at setup
+            (missing files, unknown labels) fails with :class:`DatasetLayoutError` (a wrong layout, not bad luck).
+    """
+
+    #: names used in the layout error: the dataset, and the ``python -m common.data.synth`` command of its stand-in
+    dataset_name: str = "dataset"
+    synth_command: str = ""
+    #: the split a stage reads (``predict`` reads the test split unless a subclass says otherwise)
+    stage_split: dict[str, str] = {"train": "train", "validate": "val", "test": "test", "predict": "test"}
+
+    def __init__(self, batch_size: int = 8, num_workers: int = 0, eval_batch_size: int | None = None,
+                 max_missing_fraction: float = 0.5) -> None:
         super().__init__()
+        if not 0.0 <= max_missing_fraction <= 1.0:
+            raise ValueError(f"max_missing_fraction must be in [0, 1], got {max_missing_fraction}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.max_missing_fraction = max_missing_fraction
+        self.datasets: dict[str, Dataset] = {}
+        #: samples of each split left out at setup (counted once per epoch of that split by the callback)
+        self.setup_skips: dict[str, list[SkippedSample]] = {}
+        #: samples each split lists before anything is left out (for the missing-fraction check)
+        self.listed: dict[str, int] = {}
+        self._warned: set[tuple[str, str]] = set()
 
     @property
     def info(self) -> dict[str, Any]:
         """Values derived from the data that the model is linked to (override in subclasses)."""
         return {}
+
+    # -- layout errors and setup-time skips -------------------------------------------------------------------
+    def layout_help(self) -> str:
+        """The expected on-disk layout, for error messages (override in subclasses)."""
+        return ""
+
+    def layout_error(self, what: str) -> DatasetLayoutError:
+        """The layout error: ``what`` was wrong (name the file in it), the expected layout, the stand-in command."""
+        root = getattr(self, "root", None)
+        msg = f"{self.dataset_name}: {what}"
+        help_text = self.layout_help()
+        if help_text:
+            msg += f"\nExpected layout under {root}:\n{help_text}"
+        if self.synth_command:
+            msg += (f"\nTo write the ShapesWorld stand-in there: python -m common.data.synth {self.synth_command} "
+                    f"--out {root}")
+        return DatasetLayoutError(msg)
+
+    def record_setup_skip(self, split: str, path: str, reason: str, detail: str = "", warn: bool = True) -> None:
+        """A sample of ``split`` left out at setup: kept for the ``data/skipped`` count, warned once per file."""
+        rec = SkippedSample(-1, str(path), reason, detail)
+        self.setup_skips.setdefault(split, []).append(rec)
+        key = (rec.path, reason)
+        if warn and key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(rec.message(), SkippedSampleWarning, stacklevel=3)
+
+    def setup_skipped(self, stage: str) -> list[SkippedSample]:
+        """Samples of the split a stage (``train``, ``validate``, ``test``, ``predict``) reads, left out at setup."""
+        return list(self.setup_skips.get(self.stage_split.get(stage, stage), []))
+
+    def check_missing(self, split: str, dataset: Dataset | None = None) -> None:
+        """Raise the layout error when more than ``max_missing_fraction`` of the samples listed for ``split`` were
+        left out at setup (listed: :attr:`listed`, else the dataset's length plus the left-out ones)."""
+        skips = self.setup_skips.get(split, [])
+        if not skips:
+            return
+        listed = self.listed.get(split, (len(dataset) if dataset is not None else 0) + len(skips))  # type: ignore[arg-type]
+        if listed and len(skips) / listed > self.max_missing_fraction:
+            reasons: dict[str, int] = {}
+            for s in skips:
+                reasons[s.reason] = reasons.get(s.reason, 0) + 1
+            first = skips[0]
+            raise self.layout_error(
+                f"{len(skips)} of the {listed} samples listed for the {split} split cannot be used "
+                f"({', '.join(f'{n} {r}' for r, n in sorted(reasons.items()))}), more than max_missing_fraction="
+                f"{self.max_missing_fraction}; the first: {first.path} ({first.detail or first.reason}). "
+                "Is the layout (or data_prefix / the video template) right?"
+            )
+
+    # -- datasets ----------------------------------------------------------------------------------------------
+    def build_dataset(self, split: str) -> Dataset:
+        """The dataset of ``split`` (``train``, ``val`` or ``test``); record setup-time skips while building."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_dataset(split)")
+
+    def collate_fn(self, split: str, dataset: Dataset) -> Callable[[list[Any]], Any] | None:
+        """The collate of a split's loader (default: :class:`SkipCollate` over ``default_collate``)."""
+        return SkipCollate()
+
+    def dataset(self, split: str) -> Dataset:
+        """The (cached) dataset of ``split``, built on first use and checked against ``max_missing_fraction``."""
+        if split not in self.datasets:
+            self.setup_skips.pop(split, None)
+            self.listed.pop(split, None)
+            ds = self.build_dataset(split)
+            self.check_missing(split, ds)
+            self.datasets[split] = ds
+        return self.datasets[split]
+
+    # -- Lightning ---------------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Build (and check) the splits a stage needs; None builds train, val and test."""
+        for split in STAGE_SPLITS.get(stage or "", ("train", "val", "test")):
+            self.dataset(split)
+
+    def _split_loader(self, stage: str, train: bool) -> DataLoader:
+        split = self.stage_split[stage]
+        ds = self.dataset(split)
+        loader = self.train_loader if train else self.eval_loader
+        collate = self.collate_fn(split, ds)
+        return loader(ds, **({"collate_fn": collate} if collate is not None else {}))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._split_loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._split_loader("validate", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._split_loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._split_loader("predict", False)
 
     def train_loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         """Training loader (Lightning adds the DistributedSampler under DDP)."""
@@ -57,3 +291,19 @@ class CVDataModule(pl.LightningDataModule):
             opts.pop("shuffle", None)
             opts["sampler"] = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(dataset, **opts)
+
+
+def check_paths_exist(paths: Sequence[str | Path]) -> list[bool]:
+    """Whether each path exists, listing each parent folder once (fast for 10^5 files in a few folders)."""
+    listing: dict[Path, set[str]] = {}
+    out = []
+    for p in paths:
+        p = Path(p)
+        parent = p.parent
+        if parent not in listing:
+            try:
+                listing[parent] = {e.name for e in os.scandir(parent)}
+            except OSError:
+                listing[parent] = set()
+        out.append(p.name in listing[parent])
+    return out

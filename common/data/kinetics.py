@@ -20,6 +20,12 @@ Default layout (what ``python -m common.data.synth kinetics400 --out ROOT`` writ
     ROOT/annotations/train.csv, val.csv        official CSV
 
 The test split reads ``test_file`` (default: the validation file, as both papers test on K400 val).
+
+Per-label folders: with a template such as ``{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``
+the ``{label}`` field is the class name as the CSV writes it (``class_folder_style: original``, spaces kept), or
+with spaces replaced by ``_`` (``class_folder_style: underscore``: the folders mmaction2's
+``tools/data/kinetics/rename_classnames.sh`` leaves, e.g. ``train/abseiling/``, ``train/air_drumming/``). A class
+folder that is missing while its other spelling exists is named in the error with the option that fits.
 """
 
 from __future__ import annotations
@@ -91,6 +97,8 @@ class Kinetics400DataModule(VideoDataModule):
             ``class 0`` ... (a warning: text classifiers need real names).
         data_prefix: folder the list paths are relative to, under root (default: root itself).
         csv_video_template: video path for CSV rows, relative to root.
+        class_folder_style: how ``{label}`` is spelled in ``csv_video_template``: ``original`` (the CSV's class
+            name) or ``underscore`` (spaces replaced by ``_``, mmaction2's renamed per-label folders).
         **kwargs: see :class:`common.data.video_dataset.VideoDataModule`.
     """
 
@@ -108,6 +116,7 @@ class Kinetics400DataModule(VideoDataModule):
         class_file: str | None = "labels.csv",
         data_prefix: str = "",
         csv_video_template: str = DEFAULT_CSV_TEMPLATE,
+        class_folder_style: Literal["original", "underscore"] = "original",
         **kwargs: Any,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -120,6 +129,9 @@ class Kinetics400DataModule(VideoDataModule):
         self.class_file = class_file
         self.data_prefix = data_prefix
         self.csv_video_template = csv_video_template
+        if class_folder_style not in ("original", "underscore"):
+            raise ValueError(f"class_folder_style must be original or underscore, got {class_folder_style!r}")
+        self.class_folder_style = class_folder_style
 
     def _path(self, name: str) -> Path:
         p = Path(name).expanduser()
@@ -132,6 +144,34 @@ class Kinetics400DataModule(VideoDataModule):
             "  official CSV: ROOT/annotations/{train,val}.csv (label,youtube_id,time_start,time_end,split) with\n"
             f"    videos at ROOT/{self.csv_video_template}"
         )
+
+    def annotation_file(self, split: str) -> str:
+        return str(self._path(self.files[split]))
+
+    def write_stand_in(self, out: Path, **kwargs: Any) -> Any:
+        from common.data.synth.video_writers import write_kinetics400
+
+        return write_kinetics400(out, **{"progress": False, **kwargs})
+
+    def _folder_label(self, label: str) -> str:
+        return label.replace(" ", "_") if self.class_folder_style == "underscore" else label
+
+    def missing_video_hint(self, missing: list[VideoSample]) -> str:
+        """Name a missing class folder whose other spelling (spaces vs ``_``) exists, with the option that fits."""
+        if self.annotation != "csv" or "{label" not in self.csv_video_template:
+            return ""
+        gone = sorted({Path(s.path).parent for s in missing if not Path(s.path).parent.is_dir()})
+        for folder in gone:
+            for other, style in ((folder.name.replace(" ", "_"), "underscore"), (folder.name.replace("_", " "),
+                                                                                   "original")):
+                if other != folder.name and (folder.parent / other).is_dir():
+                    return (f"Class folder {folder} does not exist but {folder.parent / other} does: set "
+                            f"class_folder_style: {style}" + (" (mmaction2's renamed per-label folders, spaces "
+                                                              "replaced by _)" if style == "underscore" else ""))
+        if gone:
+            return (f"Class folder {gone[0]} does not exist; if the videos are in mmaction2's renamed per-label "
+                    "folders (spaces replaced by _), set class_folder_style: underscore")
+        return ""
 
     def load_class_names(self) -> list[str]:
         if self.class_file:
@@ -164,7 +204,8 @@ class Kinetics400DataModule(VideoDataModule):
             index = {n: i for i, n in enumerate(names)}
             for row in read_kinetics_csv(path):
                 try:
-                    video = str(self.root / self.csv_video_template.format(**row))
+                    fields = {**row, "label": self._folder_label(row["label"])}
+                    video = str(self.root / self.csv_video_template.format(**fields))
                 except (KeyError, ValueError) as err:
                     raise ValueError(f"csv_video_template {self.csv_video_template!r} does not fit {path}: {err}") from err
                 if row["label"] not in index:

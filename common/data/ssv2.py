@@ -17,7 +17,8 @@ Default layout (what ``python -m common.data.synth ssv2 --out ROOT`` writes; the
     ROOT/labels/labels.json, train.json, validation.json     (official JSON)
     ROOT/train.txt, ROOT/val.txt, ROOT/labels.csv            ("{id}.webm <label>" lists, id,name classes)
 
-mmaction2's names (``something-something-v2-labels.json`` ...) are found too. The test split is the validation
+mmaction2's names (``something-something-v2-labels.json`` ...) are found too. A video id listed twice with the same
+class is warned and counted once as ``duplicate``; the same id with two different classes is an error naming both. The test split is the validation
 split (the official test set has no public labels). SSv2 has left/right classes: never train it with a flip
 (the ``st_adapter_ssv2`` recipe has none; a recipe with ``hflip > 0`` is refused unless ``allow_flip: true``).
 """
@@ -137,6 +138,16 @@ class SSv2DataModule(VideoDataModule):
                 if p.is_file():
                     return p
         raise self.layout_error(f"{_JSON_NAMES[kind][0]} not found in {self._path(self.annotation_dir)}")
+
+    def annotation_file(self, split: str) -> str:
+        if self.annotation == "list":
+            return str(self._path(self.list_files[split]))
+        return str(self._json("train" if split == "train" else "val"))
+
+    def write_stand_in(self, out: Path, **kwargs: Any) -> Any:
+        from common.data.synth.video_writers import write_ssv2
+
+        return write_ssv2(out, **{"progress": False, **kwargs})
 
     def load_class_names(self) -> list[str]:
         if self.annotation == "json":

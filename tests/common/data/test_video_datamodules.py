@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,29 +20,12 @@ import torch
 
 from common.data.kinetics import Kinetics400DataModule, read_class_csv
 from common.data.ssv2 import SSv2DataModule, template_to_label
-from common.data.synth.__main__ import main as synth_main
 from common.data.synth.video_writers import SSV2_CLASSES, write_kinetics400, write_ssv2
 from common.data.video import VideoDecodeError
-from common.data.video_dataset import DatasetLayoutError, SkippedVideoWarning, VideoDataModule
+from common.callbacks.data import SkipCounter, SkippedSamples
+from common.data.video_dataset import DatasetLayoutError, SkippedVideoWarning
 
-SIZE = 32  # frame height written; width 4/3 -> 42
-K400_CLASSES = 4
-
-
-@pytest.fixture(scope="session")
-def k400(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("k400") / "kinetics400"
-    return write_kinetics400(root, num_classes=K400_CLASSES, num_per_class=3, val_per_class=2, frames=8,
-                             size=SIZE, seed=0, progress=False)
-
-
-@pytest.fixture(scope="session")
-def ssv2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ssv2") / "ssv2"
-    # through the command line, as a user would
-    assert synth_main(["ssv2", "--out", str(root), "--num-per-class", "2", "--val-per-class", "1", "--frames", "8",
-                       "--size", str(SIZE)]) == 0
-    return root
+K400_CLASSES = 4  # the k400 fixture of conftest.py
 
 
 def _k400(root: Path, **kw) -> Kinetics400DataModule:
@@ -58,9 +42,12 @@ def _ssv2(root: Path, **kw) -> SSv2DataModule:
     return SSv2DataModule(root=str(root), **kw)
 
 
-def _consume(dm: VideoDataModule, loader) -> list[dict]:
-    """Iterate a loader as the trainer would (main-process hook included)."""
-    return [dm.on_before_batch_transfer(b, 0) for b in loader]
+def _consume(counter: SkipCounter, loader) -> list[dict]:
+    """Iterate a loader as the trainer would, the main-process counter of the SkippedSamples callback included."""
+    batches = list(loader)
+    for b in batches:
+        counter.record_batch(b)
+    return batches
 
 
 # -- formats ---------------------------------------------------------------------------------------------------------
@@ -141,7 +128,7 @@ def test_train_and_multiview_batch_shapes(k400: Path) -> None:
     assert val["video"].shape == (4, 1, 4, 3, 24, 24)
     test = next(iter(dm.test_dataloader()))
     assert test["video"].shape == (4, 6, 4, 3, 24, 24)  # (B, clips x crops, T, C, H, W)
-    assert test["skipped"].item() == 0 and test["skipped_videos"] == []
+    assert test["skipped"].item() == 0 and test["skipped_samples"] == []
     # the 6 views differ (3 positions x 2 temporal clips)
     v = test["video"][0].flatten(1)
     assert len({tuple(row[:50].tolist()) for row in v}) == 6
@@ -219,21 +206,26 @@ def broken_k400(k400: Path, tmp_path: Path) -> Path:
 
 def test_bad_inputs_are_skipped_warned_once_and_counted(broken_k400: Path) -> None:
     dm = _k400(broken_k400, num_workers=2, eval_batch_size=3)
+    counter = SkipCounter()
     with pytest.warns(SkippedVideoWarning) as rec:
         dm.setup("validate")
-        assert dm.skip_counter.by_reason == {"unknown_label": 1}  # counted at setup, in the main process
+        # left out at setup, in the main process: the unknown label and the video that does not exist
+        assert Counter(s.reason for s in dm.setup_skipped("validate")) == {"unknown_label": 1, "missing": 1}
         seen = []
         for _epoch in range(2):
-            for batch in _consume(dm, dm.val_dataloader()):
+            for batch in _consume(counter, dm.val_dataloader()):
                 seen += batch["index"].tolist()
-                assert "skipped_videos" not in batch  # consumed by the main-process hook
+                assert all(s.path.rsplit("/", 1)[-1] in {"empty.mp4", "truncated.mp4", "garbage.mp4"}
+                           for s in batch["skipped_samples"])
+                assert batch["skipped"].item() == len(batch["skipped_samples"])
                 assert batch["video"].shape[1:] == (1, 4, 3, 24, 24)
     ds = dm.datasets["val"]
+    assert not any(Path(s.path).name == "missing.mp4" for s in ds.samples)  # never opened
     good = {i for i, s in enumerate(ds.samples) if Path(s.path).name not in
-            {"empty.mp4", "truncated.mp4", "garbage.mp4", "missing.mp4"}}
+            {"empty.mp4", "truncated.mp4", "garbage.mp4"}}
     assert sorted(seen) == sorted(list(good) * 2)
-    assert dm.skip_counter.by_reason == {"unknown_label": 1, "empty": 2, "undecodable": 4, "missing": 2}
-    assert dm.skip_counter.total == 9 and dm.skip_counter.unique_files == 5
+    assert counter.by_reason == {"empty": 2, "undecodable": 4}  # 3 unreadable files x 2 epochs
+    assert counter.total == 6 and counter.unique_files == 3
     messages = [str(w.message) for w in rec if issubclass(w.category, SkippedVideoWarning)]
     assert len(messages) == 5  # one warning per bad file, not per epoch or per worker
     assert any("missing.mp4" in m for m in messages) and any("unknown_label" in m for m in messages)
@@ -251,6 +243,8 @@ def test_all_bad_batch_has_empty_tensors(broken_k400: Path) -> None:
         batch = next(iter(loader))
     assert batch["video"].shape == (0, 1, 4, 3, 24, 24) and batch["label"].shape == (0,)
     assert batch["skipped"].item() == 3
+    assert sorted(Path(s.path).name for s in batch["skipped_samples"]) == ["empty.mp4", "garbage.mp4",
+                                                                           "truncated.mp4"]
 
 
 def test_on_error_raise(broken_k400: Path) -> None:
@@ -258,10 +252,14 @@ def test_on_error_raise(broken_k400: Path) -> None:
         _k400(broken_k400, on_error="raise").setup("validate")
     lines = (broken_k400 / "val.txt").read_text().splitlines()
     (broken_k400 / "val.txt").write_text("\n".join(line for line in lines if not line.endswith(" 99")) + "\n")
+    with pytest.raises(DatasetLayoutError, match=r"1 videos listed in .*val\.txt do not exist.*missing\.mp4"):
+        _k400(broken_k400, on_error="raise").setup("validate")
+    lines = (broken_k400 / "val.txt").read_text().splitlines()
+    (broken_k400 / "val.txt").write_text("\n".join(line for line in lines if "missing.mp4" not in line) + "\n")
     dm = _k400(broken_k400, on_error="raise")
     dm.setup("validate")
     with pytest.raises(VideoDecodeError) as err:
-        _consume(dm, dm.val_dataloader())
+        _consume(SkipCounter(), dm.val_dataloader())
     assert err.value.reason in {"empty", "undecodable"} and "broken/val/" in err.value.path
     # from a DataLoader worker the error is re-raised in the main process through torch's ExceptionWrapper
     # (a worker test would spend 10 s in torch's worker shutdown): type, reason and path survive
@@ -296,10 +294,12 @@ def test_missing_root_and_annotation_errors_name_layout_and_command(tmp_path: Pa
 
 def test_synth_if_missing_writes_the_stand_in(tmp_path: Path) -> None:
     root = tmp_path / "auto" / "kinetics400"
-    dm = _k400(root, synth_if_missing=True, synth_args=["--num-classes", "2", "--num-per-class", "1",
-                                                        "--val-per-class", "1", "--frames", "4", "--size", "16"])
+    dm = _k400(root, synth_if_missing=True, synth_args={"num_classes": 2, "num_per_class": 1, "val_per_class": 1,
+                                                        "frames": 4, "size": 16})
     assert dm.info["num_classes"] == 2 and (root / "annotations" / "val.csv").is_file()
     assert not any(p.name.startswith(".kinetics400.tmp") for p in root.parent.iterdir())
+    with pytest.raises(TypeError, match="keyword arguments"):
+        _k400(root, synth_if_missing=True, synth_args=["--num-classes", "2"])  # no argv lists
 
 
 class _Recorder(pl.LightningModule):
@@ -318,13 +318,15 @@ def test_trainer_logs_data_skipped(broken_k400: Path) -> None:
     dm = _k400(broken_k400, eval_batch_size=4)
     model = _Recorder()
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[SkippedSamples()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.validate(model, datamodule=dm, verbose=False)
     assert model.count == K400_CLASSES * 2  # the good lines
-    # 4 unreadable videos + 1 unknown label, logged by the callback the datamodule attached
+    # 3 unreadable videos + 1 missing one + 1 unknown label, logged by the callback (the CLI adds it)
     assert trainer.callback_metrics["data/skipped"].item() == 5
+    assert trainer.callback_metrics["data/skipped_val"].item() == 5
+    assert not any(isinstance(c, SkippedSamples) for c in pl.Trainer(logger=False).callbacks)  # not self-attached
 
 
 # -- DDP -------------------------------------------------------------------------------------------------------------
