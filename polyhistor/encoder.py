@@ -12,10 +12,12 @@ its copy (:attr:`MultiTaskSwin.stacked`, ``PeftConfig.stack_tasks``): the same f
 scale. BitFit, tuned norms and VPT change the backbone's own weights or token count per task and keep one pass per
 task.
 
-Insertion points ("slots"): the output of a block's window attention (after its projection, before the residual
-add) and of its MLP -- Houlsby's two sequential adapter positions. ``PeftConfig.adapter_positions`` picks them.
-PEFT modules live in :attr:`MultiTaskSwin.peft`; the Swin's own modules and state-dict keys are untouched
-(forward hooks), except BitFit / norm tuning, which parametrize the tuned tensors (see common/peft/bitfit.py).
+Insertion points ("slots"): the ``attn`` and ``mlp`` points of :mod:`common.peft.inject` -- the output of a
+block's window attention (after its projection, before the residual add) and of its MLP, Houlsby's two sequential
+adapter positions; ``PeftConfig.adapter_positions`` picks them. LoRA acts in parallel at the ``qkv`` points.
+PEFT modules live in :attr:`MultiTaskSwin.peft` (keys ``s<stage>_b<block>_<point>``); the Swin's own modules and
+state-dict keys are untouched (forward hooks), except BitFit / norm tuning, which parametrize the tuned tensors
+(see common/peft/bitfit.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from common.peft.adapter import BottleneckAdapter, TaskRouted, bottleneck_adapte
 from common.peft.bitfit import add_task_deltas, add_task_norm_deltas, default_bias_predicate
 from common.peft.compacter import CompacterAdapter, phm_rules
 from common.peft.context import TaskContext
-from common.peft.hooks import AdditiveHook, ResidualHook, attach
+from common.peft.inject import InsertionPoint, inject, insertion_points
 from common.peft.lora import LoRADelta, qkv_slices
 from common.peft.swin import SwinBlockInfo, stage_dims, swin_blocks, swin_stage_features
 from common.peft.vpt import SwinPrompts
@@ -81,13 +83,15 @@ class PeftConfig:
     stack_tasks: bool = True
 
 
-class HyperAdapterHook:
-    """Forward hook applying slot ``slot``'s generated adapter, read from the context's per-task cache."""
+class GeneratedAdapter(nn.Module):
+    """Slot ``slot``'s generated adapter (no parameters of its own): the weights are read from the context's
+    per-task cache, where :meth:`MultiTaskSwin.forward` puts what the hypernetwork generated for this pass."""
 
     def __init__(self, ctx: TaskContext, slot: int, activation: str) -> None:
+        super().__init__()
         self.ctx, self.slot, self.activation = ctx, slot, activation
 
-    def __call__(self, _mod: nn.Module, _inputs, out: torch.Tensor) -> torch.Tensor:
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
         weights = self.ctx.cache.get("adapter_weights")
         if weights is None:
             raise RuntimeError("hyper-adapters run without generated weights; call MultiTaskSwin.forward "
@@ -96,10 +100,11 @@ class HyperAdapterHook:
             out, lambda t, x: bottleneck_adapter(x, *weights[t][self.slot], activation=self.activation))
 
 
-def _sublayer(block: nn.Module, position: str) -> nn.Module:
-    if position not in POSITIONS:
-        raise ValueError(f"adapter position must be one of {POSITIONS}, got {position!r}")
-    return block.attn if position == "attn" else block.mlp
+def _check_positions(positions: list[str]) -> list[str]:
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad:
+        raise ValueError(f"adapter position must be one of {POSITIONS}, got {bad[0]!r}")
+    return positions
 
 
 class MultiTaskSwin(nn.Module):
@@ -115,6 +120,7 @@ class MultiTaskSwin(nn.Module):
         self.ctx = TaskContext(self.tasks)
         self.peft = nn.ModuleDict()
         self.blocks: list[SwinBlockInfo] = swin_blocks(swin)
+        self._block_info = {b.name: b for b in self.blocks}
         self.dims = stage_dims(swin)
         self.task_agnostic = self.spec.task_agnostic
         row_wise = self.spec.encoder in ("adapter", "lora", "hyper") or (
@@ -131,44 +137,45 @@ class MultiTaskSwin(nn.Module):
     def _setup_none(self) -> None:
         pass
 
-    def _slots(self, positions: list[str] | None = None) -> list[tuple[SwinBlockInfo, str]]:
-        positions = list(positions or self.cfg.adapter_positions)
-        return [(b, p) for b in self.blocks for p in POSITIONS if p in positions]
+    def _points(self, positions: list[str] | None = None) -> list[InsertionPoint]:
+        """The Swin's ``attn`` / ``mlp`` insertion points named by ``positions``, in forward order."""
+        return insertion_points(self.swin, _check_positions(list(positions or self.cfg.adapter_positions)))
 
-    def _slot_key(self, info: SwinBlockInfo, position: str) -> str:
-        return f"s{info.stage}_b{info.index}_{position}"
+    def _slot_key(self, point: InsertionPoint) -> str:
+        """``layers.2.blocks.5.mlp`` -> ``s2_b5_mlp`` (the parameter names of the published checkpoints' rows)."""
+        info = self._block_info[point.block]
+        return f"s{info.stage}_b{info.index}_{point.kind}"
 
-    def _attach_routed(self, name: str, make, positions: list[str] | None = None, shared: bool = False) -> None:
-        routed = nn.ModuleDict()
-        for info, pos in self._slots(positions):
-            key = self._slot_key(info, pos)
-            mods = make(info.dim) if shared else {t: make(info.dim) for t in self.tasks}
-            routed[key] = TaskRouted(mods, self.ctx)
-            attach(_sublayer(info.block, pos), ResidualHook(routed[key]))
-        self.peft[name] = routed
+    def _inject_routed(self, name: str, make, where: list[str], mode: str = "sequential",
+                       shared: bool = False) -> None:
+        """``make(point)`` per task (or once, shared) at every point ``where`` selects, routed by the active task."""
+        def routed(point: InsertionPoint) -> TaskRouted:
+            return TaskRouted(make(point) if shared else {t: make(point) for t in self.tasks}, self.ctx)
+
+        self.peft[name] = inject(self.swin, routed, where, mode=mode, key=self._slot_key)
 
     def _bottleneck(self, dim: int) -> int:
         return bottleneck_size(dim, self.cfg.adapter_reduction)
 
     def _setup_adapter(self) -> None:
-        self._attach_routed(
-            "adapters", lambda d: BottleneckAdapter(d, self._bottleneck(d), self.cfg.activation),
-            shared=self.spec.shared_adapters)
+        self._inject_routed(
+            "adapters", lambda p: BottleneckAdapter(p.dim, self._bottleneck(p.dim), self.cfg.activation),
+            _check_positions(list(self.cfg.adapter_positions)), shared=self.spec.shared_adapters)
 
     def _setup_compacter(self) -> None:
         n = self.cfg.compacter_n
         self.peft["phm_rules"] = nn.ParameterDict({t: phm_rules(n) for t in self.tasks})
-        positions = ["mlp"] if self.method == "compacter_pp" else self.cfg.adapter_positions
-        routed = nn.ModuleDict()
-        for info, pos in self._slots(positions):
-            b = self._bottleneck(info.dim)
+        positions = ["mlp"] if self.method == "compacter_pp" else list(self.cfg.adapter_positions)
+
+        def make(point: InsertionPoint, task: str) -> CompacterAdapter:
+            b = self._bottleneck(point.dim)
             b = max(n, b - b % n)
-            mods = {t: CompacterAdapter(info.dim, b, self.peft["phm_rules"][t], self.cfg.compacter_rank,
-                                        self.cfg.activation) for t in self.tasks}
-            key = self._slot_key(info, pos)
-            routed[key] = TaskRouted(mods, self.ctx)
-            attach(_sublayer(info.block, pos), ResidualHook(routed[key]))
-        self.peft["compacter"] = routed
+            return CompacterAdapter(point.dim, b, self.peft["phm_rules"][task], self.cfg.compacter_rank,
+                                    self.cfg.activation)
+
+        self.peft["compacter"] = inject(
+            self.swin, lambda p: TaskRouted({t: make(p, t) for t in self.tasks}, self.ctx),
+            _check_positions(positions), key=self._slot_key)
         if self.cfg.compacter_tune_norms:
             add_task_norm_deltas(self.swin, self.ctx)
 
@@ -176,24 +183,19 @@ class MultiTaskSwin(nn.Module):
         add_task_deltas(self.swin, self.ctx, default_bias_predicate(self.cfg.bitfit_relative_position_bias))
 
     def _setup_lora(self) -> None:
-        routed = nn.ModuleDict()
-        for info in self.blocks:
-            qkv = info.block.attn.qkv
-            slices = qkv_slices(info.dim, self.cfg.lora_targets)
-            mods = {t: LoRADelta(qkv.in_features, qkv.out_features, self.cfg.lora_rank, self.cfg.lora_alpha, slices)
-                    for t in self.tasks}
-            key = f"s{info.stage}_b{info.index}_qkv"
-            routed[key] = TaskRouted(mods, self.ctx)
-            attach(qkv, AdditiveHook(routed[key]))
-        self.peft["lora"] = routed
+        def make(point: InsertionPoint) -> LoRADelta:
+            slices = qkv_slices(point.in_dim, self.cfg.lora_targets)
+            return LoRADelta(point.in_dim, point.out_dim, self.cfg.lora_rank, self.cfg.lora_alpha, slices)
+
+        self._inject_routed("lora", make, ["qkv"], mode="parallel")
 
     def _setup_vpt(self) -> None:
         self.peft["prompts"] = SwinPrompts(self.swin, self.cfg.vpt_tokens, self.ctx, deep=self.method == "vpt_deep",
                                            dropout=self.cfg.vpt_dropout)
 
     def _setup_hyper(self) -> None:
-        slots = self._slots()
-        shapes = [AdapterSlot(info.dim, self._bottleneck(info.dim)) for info, _ in slots]
+        points = self._points()
+        shapes = [AdapterSlot(p.dim, self._bottleneck(p.dim)) for p in points]
         c = self.cfg
         common = dict(num_tasks=len(self.tasks), z=c.hyper_z, embed_dim=c.hyper_embed_dim, hidden_dim=c.hyper_hidden_dim)
         if self.method == "hyperformer":
@@ -203,8 +205,10 @@ class MultiTaskSwin(nn.Module):
         else:
             bank = KroneckerAdapterBank(shapes, rank=c.lite_rank, **common)
         self.peft["hypernet"] = bank
-        for i, (info, pos) in enumerate(slots):
-            attach(_sublayer(info.block, pos), HyperAdapterHook(self.ctx, i, self.cfg.activation))
+        slot = {p.name: i for i, p in enumerate(points)}
+        self.peft["generated"] = inject(
+            self.swin, lambda p: GeneratedAdapter(self.ctx, slot[p.name], c.activation), [p.name for p in points],
+            key=self._slot_key)
 
     @property
     def bank(self) -> nn.Module | None:

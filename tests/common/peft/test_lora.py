@@ -1,6 +1,6 @@
 import torch
 
-from common.peft.hooks import AdditiveHook, attach
+from common.peft.inject import AdditiveHook
 from common.peft.lora import LoRADelta, qkv_slices
 
 
@@ -10,7 +10,7 @@ def test_lora_is_zero_at_init_and_updates_only_its_slices():
     delta = LoRADelta(dim, 3 * dim, rank=2, out_slices=qkv_slices(dim, ["q", "v"]))
     x = torch.randn(5, dim)
     before = qkv(x)
-    attach(qkv, AdditiveHook(delta))
+    qkv.register_forward_hook(AdditiveHook(delta))
     assert torch.equal(qkv(x), before)
     for b in delta.lora_B:
         torch.nn.init.normal_(b)
