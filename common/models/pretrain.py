@@ -45,6 +45,7 @@ from common.models.cache import (
     read_manifest,
 )
 from common.models.registry import SHAPES_MODELS, ShapesModel, get_shapes_model
+from common.optim import adamw, warmup_cosine
 
 #: multi-label targets of the timm pretraining: the things (shapes, person), the colours, the stuff classes
 LABELS: tuple[str, ...] = (*W.SHAPES, "person", *(f"colour:{c}" for c in W.COLOURS), *(f"stuff:{s}" for s in W.STUFF))
@@ -260,13 +261,6 @@ def _grouped_batches(
         yield out
 
 
-def _lr_at(step: int, steps: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    p = (step - warmup) / max(1, steps - warmup)
-    return base * 0.5 * (1 + math.cos(math.pi * p))
-
-
 def _progress():
     from rich.progress import (
         BarColumn,
@@ -298,13 +292,10 @@ def _steps(spec: ShapesModel, budget: float) -> int:
     return max(10, round(spec.recipe.steps * budget))
 
 
-def _optimizer(model: torch.nn.Module, lr: float, wd: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "embedding" in n or "logit_scale" in n or "token" in n else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+#: no weight decay (besides every 1-D tensor) for these name patterns: the pretraining recipe's own rule, kept so the
+#: cached weights do not change (narrower than common.optim.NO_DECAY: CLIP's positional_embedding, token_embedding and
+#: logit_scale; timm's 1-D norms and biases)
+PRETRAIN_NO_DECAY: tuple[str, ...] = (r"embedding", r"logit_scale", r"token")
 
 
 def _fit(
@@ -315,21 +306,22 @@ def _fit(
     loss_of: Callable[[np.ndarray], torch.Tensor],
     after_step: Callable[[], None] | None = None,
 ) -> list[float]:
-    """AdamW with linear warm-up + cosine decay over ``batches``, a progress bar with the running loss; returns the
-    per-step losses. ``loss_of(idx)`` builds the batch's loss; ``after_step`` runs after each optimiser step."""
-    opt = _optimizer(model, spec.recipe.lr, spec.recipe.weight_decay)
+    """AdamW with linear warm-up + cosine decay (:mod:`common.optim`, one scheduler step per optimiser step) over
+    ``batches``, a progress bar with the running loss; returns the per-step losses. ``loss_of(idx)`` builds the batch's loss; ``after_step`` runs after each optimiser step."""
+    opt = adamw(model, spec.recipe.lr, spec.recipe.weight_decay, no_decay=PRETRAIN_NO_DECAY)
+    # the factor (k + 1) / W for steps k < W, then the cosine from step W (ramp_steps >= 1 also when W == 1)
     warmup = max(1, int(steps * spec.recipe.warmup_frac))
+    sched = warmup_cosine(opt, steps, warmup, start_factor=1.0 / warmup, ramp_steps=max(1, warmup - 1))
     losses: list[float] = []
     model.train()
     with _progress() as prog:
         task = prog.add_task(f"pretrain {spec.name}", total=steps, info="")
-        for step, idx in enumerate(batches):
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, spec.recipe.lr, warmup)
+        for idx in batches:
             loss = loss_of(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             if after_step is not None:
                 after_step()
             losses.append(float(loss.detach()))
