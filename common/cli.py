@@ -16,9 +16,11 @@ A :class:`lightning.pytorch.cli.LightningCLI` subclass in subclass mode (a YAML 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,12 +39,12 @@ from common.callbacks import (
     NonFiniteLossGuard,
     ParameterBudget,
     RunInfoCheckpoint,
+    SkippedSamples,
     StepProgressBar,
     Throughput,
 )
 from common.paths import outputs_dir, project_root
 
-PAPERS = ("vificlip", "conv_adapter", "maskclip", "st_adapter", "polyhistor")
 PRESETS = ("smoke", "tiny", "paper")
 _RUN_NAME_ENV = "CVINW_RUN_NAME"
 _RUN_ID_ENV = "CVINW_MLFLOW_RUN_ID"
@@ -73,6 +75,14 @@ class RunOptions:
     output_dir: str | None = None
 
 
+def _has_cli(package: str) -> bool:
+    """Whether ``package`` is a top-level package with a ``__main__`` module (``python -m <package>``)."""
+    try:
+        return importlib.util.find_spec(f"{package}.__main__") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _data_info(datamodule: Any) -> dict[str, Any]:
     info = getattr(datamodule, "info", None)
     return dict(info) if isinstance(info, dict) else {}
@@ -100,7 +110,10 @@ class MLflowConfigSaver(SaveConfigCallback):
 class CVInWCLI(LightningCLI):
     """cvinw's LightningCLI (see the module docstring)."""
 
-    def __init__(self, args: list[str] | dict | None = None, run: bool = True, **kwargs: Any) -> None:
+    def __init__(self, args: list[str] | dict | None = None, run: bool = True, prog: str | None = None,
+                 **kwargs: Any) -> None:
+        self._prog = prog
+        self.summary: dict[str, Any] | None = None
         self._run_name: str | None = None
         self._run_dir: Path | None = None
         self._resume_run_id: str | None = None
@@ -125,15 +138,15 @@ class CVInWCLI(LightningCLI):
         return [Path(str(p)) for p in paths if p is not None]
 
     def _paper(self) -> str:
-        """The paper package of the model's class, else of ``python -m <paper>``, else ``cvinw``."""
+        """The package of the model's class (a package with a ``__main__`` module, i.e. a paper's CLI), else the one
+        of ``python -m <package>``, else ``cvinw``. ``common`` names no paper: the config does."""
         model = self._sub().get("model")
         class_path = getattr(model, "class_path", None) or (model.get("class_path") if isinstance(model, dict) else "")
-        top = str(class_path or "").split(".")[0]
-        if top in PAPERS:
-            return top
         main = getattr(sys.modules.get("__main__"), "__spec__", None)
-        name = main.name.split(".")[0] if main else ""
-        return name if name in PAPERS else "cvinw"
+        for top in (str(class_path or "").split(".")[0], main.name.split(".")[0] if main else ""):
+            if top and top != "common" and _has_cli(top):
+                return top
+        return "cvinw"
 
     def _setting(self) -> str:
         run = self._sub().run
@@ -222,6 +235,8 @@ class CVInWCLI(LightningCLI):
         if logger is None or logger is True:
             tags = tracking.base_tags(self._paper(), setting, self._preset(setting), run.tags, self._args)
             tags["subcommand"] = self.subcommand
+            if self._prog and self._args is not None:
+                tags["command"] = " ".join([self._prog, *map(shlex.quote, self._args)])[:5000]
             if run.parent_run_id:
                 tags[tracking.PARENT_TAG] = run.parent_run_id
             run_id = self._resume_run_id or os.environ.get(_RUN_ID_ENV) or None
@@ -240,7 +255,7 @@ class CVInWCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
                 issubclass(t, pl.callbacks.ProgressBar) for t in have):
             defaults.append(StepProgressBar(leave=True))
-        for cls in (ParameterBudget, Throughput, NonFiniteLossGuard):
+        for cls in (ParameterBudget, Throughput, NonFiniteLossGuard, SkippedSamples):
             if cls not in have:
                 defaults.append(cls())
         defaults.append(RunInfoCheckpoint(self._run_name))
@@ -278,6 +293,7 @@ class CVInWCLI(LightningCLI):
             "last_model_path": getattr(ckpt, "last_model_path", None) or None,
             "params": {"trainable": trainable, "total": total},
         }
+        self.summary = summary
         text = json.dumps(summary, indent=2, sort_keys=True)
         assert self._run_dir is not None
         self._run_dir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +313,15 @@ def _checkpoint_meta(path: Path) -> dict[str, Any]:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
+def run(args: list[str], prog: str | None = None) -> dict[str, Any]:
+    """Run one command (``["fit", "--config", ...]``) in this process and return its summary: final metrics, run
+    name and MLflow run id, checkpoint paths, parameter counts (what ``summary_<subcommand>.json`` holds; empty on
+    ranks other than 0). ``prog`` (e.g. ``python -m polyhistor``) makes the run's ``command`` tag a command a user
+    can paste. Errors propagate as exceptions; a bad command line raises ``SystemExit`` (jsonargparse's)."""
+    cli = CVInWCLI(args=[str(a) for a in args], prog=prog)
+    return dict(cli.summary or {})
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m <paper>``: ``fit | validate | test | predict`` with ``--config`` files."""
     try:
@@ -306,4 +331,4 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(3) from err
 
 
-__all__ = ["CVInWCLI", "RunOptions", "main", "project_root"]
+__all__ = ["CVInWCLI", "RunOptions", "main", "project_root", "run"]
