@@ -13,7 +13,9 @@ import scipy.io
 import torch
 from PIL import Image
 
+from common.callbacks.data import SkipCounter
 from common.data import pascal_context as pc
+from common.data.base import DatasetLayoutError, SkippedSampleWarning
 from common.data.pascal_context import (
     NORMALS_VALID_CONTEXT_IDS,
     MultiTaskTransform,
@@ -292,7 +294,7 @@ def test_datamodule_batches_and_info(pascal_root: Path) -> None:
     assert info["class_names"]["semseg"] == list(pascal_mt.semseg_class_names())
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"image", "semseg", "normals", "normals_mask", "id", "skipped"}
+    assert set(batch) == {"image", "semseg", "normals", "normals_mask", "id", "skipped", "skipped_samples"}
     assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
     assert batch["semseg"].shape == (4, 32, 32) and batch["semseg"].dtype == torch.long
     assert batch["normals"].shape == (4, 3, 32, 32) and batch["normals_mask"].shape == (4, 32, 32)
@@ -392,11 +394,14 @@ def test_label_of_wrong_size_raises_or_skips(broken_root: Path) -> None:
         ds[1]
     dm = PascalContextMTDataModule(str(broken_root), tasks=["sal"], on_error="skip", eval_batch_size=N_VAL)
     dm.setup("validate")
-    with pytest.warns(UserWarning, match=victim):
-        batch = next(iter(dm.val_dataloader()))
+    batch = next(iter(dm.val_dataloader()))
     assert int(batch["skipped"]) == 1
     assert len(batch["id"]) == N_VAL - 1 and victim not in batch["id"]
-    assert dm.num_skipped == 1
+    counter = SkipCounter()  # the main-process counter of the SkippedSamples callback: warns once per file
+    with pytest.warns(SkippedSampleWarning, match=rf"{victim}.*10x10"):
+        counter.record_batch(batch)
+    assert counter.total == 1 and counter.by_reason == {"broken": 1}
+    assert dm.num_skipped == 0  # nothing was missing at setup
 
 
 def test_corrupt_parts_file_is_named(broken_root: Path) -> None:
@@ -413,10 +418,25 @@ def test_bad_task_name() -> None:
 
 
 def test_all_skipped_batch_keeps_shapes() -> None:
-    collate = pc.SkipCollate(["semseg", "normals"], (8, 8))
+    collate = pc.pascal_collate(["semseg", "normals"], (8, 8))
     batch = collate([None, None])
     assert int(batch["skipped"]) == 2
     assert batch["image"].shape == (0, 3, 8, 8) and batch["normals_mask"].shape == (0, 8, 8)
+    assert batch["semseg"].shape == (0, 8, 8) and batch["skipped_samples"][0].reason == "broken"
+
+
+def test_split_mostly_missing_fails_at_setup(broken_root: Path) -> None:
+    """More than max_missing_fraction of a split's images missing is a layout error, not a run on nothing."""
+    for i in range(N_VAL - 1):  # 4 of 5 val images lose their semseg PNG
+        (broken_root / "semseg" / "pascal-context" / f"{pascal_mt.image_id('val', i)}.png").unlink()
+    dm = PascalContextMTDataModule(str(broken_root), tasks=["semseg"])
+    with pytest.warns(SkippedSampleWarning), pytest.raises(DatasetLayoutError) as err:
+        dm.setup("validate")
+    msg = str(err.value)
+    assert "4 of the 5 samples listed for the val split" in msg and "4 missing" in msg
+    assert f"{pascal_mt.image_id('val', 0)}" in msg and "python -m common.data.synth pascal-context --out" in msg
+    with pytest.warns(SkippedSampleWarning):
+        PascalContextMTDataModule(str(broken_root), tasks=["semseg"], max_missing_fraction=0.9).setup("validate")
 
 
 def test_angles_helper_sanity() -> None:
