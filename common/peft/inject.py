@@ -30,6 +30,9 @@ out) and ``layout`` (``"nlc"``: channels last, any leading dims, as Swin windows
   ``in_dim`` to ``out_dim`` at ``stride``);
 * ``"pre"``: ``in -> f(in)`` before the point.
 
+Several injections at one point compose in the order they were made (a ``parallel`` branch injected after a
+``pre`` module reads the ``pre`` module's output).
+
 Everything is forward hooks on the backbone's own sub-modules: its module tree and state-dict keys stay those of
 the pretrained model (a checkpoint of the frozen backbone still loads), and the attached modules live in the
 returned :class:`Injected` (an ``nn.ModuleDict``) that the caller registers where it likes, so the optimiser, the
