@@ -76,11 +76,13 @@ class RunOptions:
 
 
 def _has_cli(package: str) -> bool:
-    """Whether ``package`` is a top-level package with a ``__main__`` module (``python -m <package>``)."""
+    """Whether ``package`` is one of this project's top-level packages with a ``__main__`` module (``python -m
+    <package>``)."""
     try:
-        return importlib.util.find_spec(f"{package}.__main__") is not None
+        spec = importlib.util.find_spec(f"{package}.__main__")
     except (ImportError, ValueError):
         return False
+    return bool(spec and spec.origin and Path(spec.origin).resolve().parent.parent == project_root().resolve())
 
 
 def _data_info(datamodule: Any) -> dict[str, Any]:

@@ -231,3 +231,17 @@ def test_logging_through_a_real_mlflow_server(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_run_returns_the_summary_and_tags_a_command_a_user_can_paste(run_env: dict) -> None:
+    from common.cli import run
+
+    summary = run(["fit", "--config", str(TOY), *QUIET, "--run.name", "in-process"], prog="python -m tests")
+    assert summary["run_name"] == "in-process" and summary["subcommand"] == "fit"
+    assert summary["params"]["trainable"] > 0 and summary["global_step"] == 16
+    assert Path(summary["last_model_path"]).is_file()
+    c, runs = _runs(run_env["uri"])
+    assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]
+    assert runs[0].data.metrics["val/acc"] == pytest.approx(summary["metrics"]["val/acc"])
+    command = runs[0].data.tags["command"]
+    assert command.startswith("python -m tests fit --config ") and str(TOY) in command
