@@ -11,18 +11,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-
-def count_parameters(module: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts, each shared tensor counted once."""
-    seen: set[int] = set()
-    trainable = total = 0
-    for p in module.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
+from common.peft.accounting import count_parameters
 
 
 def _log_to_loggers(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
@@ -34,7 +23,7 @@ class ParameterBudget(pl.Callback):
     """Logs trainable and total parameter counts and their ratio (params and metrics ``params/...``)."""
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainable, total = count_parameters(pl_module)
+        trainable, total = count_parameters(pl_module, trainable_only=True), count_parameters(pl_module)
         ratio = trainable / max(total, 1)
         pl_module.print(f"[cvinw] parameters: {trainable:,} trainable / {total:,} total ({100 * ratio:.3f}%)")
         if not trainer.is_global_zero:

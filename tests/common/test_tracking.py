@@ -1,4 +1,5 @@
-"""MLflow store handling in common.tracking, on real SQLite stores."""
+"""MLflow store handling in common.tracking (and the Lightning logger in common.loggers), on real SQLite stores;
+the parameter-budget callback's counts."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ _WORKER = textwrap.dedent(
     """
     import sys, time
     from common import tracking
-    from common.tracking import CVMLFlowLogger  # imports Lightning before the start signal
+    from common.loggers import CVMLFlowLogger  # imports Lightning before the start signal
     start = float(sys.argv[1])
     while time.time() < start:  # every worker opens the fresh store at the same moment
         time.sleep(0.001)
@@ -60,3 +61,43 @@ def test_sqlite_path_of_uris() -> None:
     assert tracking._sqlite_path("http://127.0.0.1:5000") is None
     assert tracking._sqlite_path("sqlite:///:memory:") is None
 
+
+
+def test_tracking_needs_no_lightning() -> None:
+    """The store helpers import without Lightning; the Lightning logger lives in common.loggers."""
+    code = (
+        "import sys; import common.tracking as t; assert 'lightning' not in sys.modules, 'lightning imported'; "
+        "from common.loggers import CVMLFlowLogger; from lightning.pytorch.loggers import MLFlowLogger; "
+        "assert issubclass(CVMLFlowLogger, MLFlowLogger)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_parameter_budget_counts_shared_and_frozen_once() -> None:
+    """ParameterBudget logs (trainable, total) from common.peft.accounting.count_parameters: a shared tensor once,
+    frozen parameters only in the total."""
+    from types import SimpleNamespace
+
+    import lightning.pytorch as pl
+    import torch
+
+    from common.callbacks import ParameterBudget
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(3, 4)  # 16 trainable
+            self.b = self.a  # shared: counted once
+            self.c = torch.nn.Linear(4, 2)  # 10 frozen
+            self.c.requires_grad_(False)
+
+        def print(self, *args, **kwargs) -> None:  # no trainer attached
+            pass
+
+    logged: dict = {}
+    logger = SimpleNamespace(log_hyperparams=logged.update, log_metrics=lambda m, step: logged.update(m))
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[logger])
+    ParameterBudget()._log(trainer, Tiny())
+    assert logged["params/trainable"] == 16 and logged["params/total"] == 26
+    assert abs(logged["params/trainable_ratio"] - 16 / 26) < 1e-12
