@@ -1,12 +1,9 @@
 """COCO panoptic datamodule: images + panoptic JSON + PNG folder, for any panoptic dataset in COCO format.
 
 Expected layout (COCO 2017; the ShapesWorld writer makes the same: ``python -m common.data.synth coco-panoptic
---out ROOT``)::
-
-    ROOT/train2017/*.jpg                           ROOT/val2017/*.jpg
-    ROOT/annotations/panoptic_train2017.json       ROOT/annotations/panoptic_val2017.json
-    ROOT/annotations/panoptic_train2017/*.png      ROOT/annotations/panoptic_val2017/*.png
-    ROOT/annotations/panoptic_categories.json      (optional: the categories, with "novel": 1 on held-out classes)
+--out ROOT``): ``ROOT/{train,val}2017/*.jpg``, ``ROOT/annotations/panoptic_{train,val}2017.json`` and
+``ROOT/annotations/panoptic_{train,val}2017/*.png``, optionally ``ROOT/annotations/panoptic_categories.json`` (the
+categories, with ``"novel": 1`` on held-out classes).
 
 Other layouts (e.g. ADE20K converted by Mask2Former's script: ``images/validation``, ``ade20k_panoptic_val.json``,
 ``ade20k_panoptic_val/``) are given with ``split_paths``.
@@ -25,194 +22,65 @@ needs at the ORIGINAL resolution: ``panoptic`` (H0, W0) int64 segment ids (0 = V
 :class:`common.metrics.panoptic.COCOPanopticQuality`. Crowd segments are kept with ``iscrowd=True`` (Mask2Former
 drops them from its training targets: filter on ``~iscrowd``).
 
-Transforms (torchvision.transforms.v2 on a ``tv_tensors.Image`` and the id map as a ``tv_tensors.Mask``):
-training = horizontal flip + large-scale jitter (``ScaleJitter``, scale 0.1-2.0 of the crop size) + fixed-size crop
-(random crop where larger, pad right/bottom where smaller; Mask2Former's LSJ); evaluation = resize the shorter
-side with a maximum long side. Masks that lose every pixel in a crop are dropped.
+Transforms (:mod:`common.data.panoptic_transforms`): Mask2Former's large-scale jitter for training, a shorter-side
+resize for evaluation; masks that lose every pixel in a crop are dropped.
 
 Bad data: an id in a PNG missing from the JSON, an unknown category, an image/PNG size mismatch, a missing file ->
-a :class:`PanopticDataError` naming the image and the segment (``on_error="raise"``), or the sample is skipped with
-a warning and counted in the batch's ``num_skipped`` (``on_error="skip"``, the default).
+a :class:`PanopticDataError` naming the image and the segment (``on_error="raise"``), or the sample is left out
+(``on_error="skip"``, default): bad annotations at setup (warned, the datamodule's setup-time skips), unreadable
+samples at load time (a :class:`common.data.base.SkippedSample` that :func:`collate_panoptic` counts in
+``batch["skipped"]``). A missing root/JSON/folder, or a split with more than ``max_missing_fraction`` of its images
+left out at setup, is a :class:`common.data.base.DatasetLayoutError`. Categories: :mod:`common.data.panoptic_categories`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
-from common.data.base import CVDataModule
+from common.data.base import (
+    CVDataModule,
+    DatasetLayoutError,
+    OnError,
+    SkipCollate,
+    SkippedSample,
+    SkippedSampleWarning,
+    check_on_error,
+)
+from common.data.panoptic_categories import (
+    PanopticCategory,
+    PanopticDataError,
+    load_categories,
+    read_json,
+    resolve_class_subset,
+)
+from common.data.panoptic_transforms import FixedSizeCrop, panoptic_eval_transform, panoptic_train_transform
+from common.metrics.panoptic import rgb2id
 from common.paths import data_dir
 
 __all__ = [
-    "PanopticDataError",
-    "PanopticCategory",
-    "load_categories",
-    "resolve_class_subset",
-    "FixedSizeCrop",
-    "panoptic_train_transform",
-    "panoptic_eval_transform",
-    "COCOPanopticDataset",
-    "collate_panoptic",
+    "PanopticDataError", "PanopticCategory", "load_categories", "resolve_class_subset", "FixedSizeCrop",
+    "panoptic_train_transform", "panoptic_eval_transform", "COCOPanopticDataset", "collate_panoptic",
     "COCOPanopticDataModule",
 ]
 
-SYNTH_COMMAND = "python -m common.data.synth coco-panoptic --out {root}"
 LAYOUT = """\
-    {root}/<images>                e.g. train2017/*.jpg, val2017/*.jpg
-    {root}/annotations/panoptic_<split>.json
-    {root}/annotations/panoptic_<split>/*.png   (RGB, id = R + 256 G + 256^2 B, 0 = VOID)
-    {root}/annotations/panoptic_categories.json (optional; categories with "novel": 1 on held-out classes)"""
-
-
-class PanopticDataError(ValueError):
-    """A broken COCO panoptic dataset or sample (the message names the file, the image and the segment)."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# categories
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PanopticCategory:
-    """One category: COCO ``id``, ``name``, ``isthing``, ``color``, ``supercategory`` and whether it is ``novel``."""
-
-    id: int
-    name: str
-    isthing: bool
-    color: tuple[int, int, int] = (0, 0, 0)
-    supercategory: str = ""
-    novel: bool = False
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise PanopticDataError(f"{path} is not valid JSON ({err})") from None
-
-
-def load_categories(source: str | Path | Sequence[dict[str, Any]]) -> list[PanopticCategory]:
-    """Categories from a list of dicts, a categories JSON (a list) or a panoptic JSON (its ``categories``), sorted by id."""
-    where = "categories"
-    if isinstance(source, (str, Path)):
-        where = str(source)
-        data = _read_json(Path(source))
-        items = data.get("categories") if isinstance(data, dict) else data
-    else:
-        items = source
-    if not items:
-        raise PanopticDataError(f"{where}: no categories found")
-    cats = []
-    for c in items:
-        try:
-            cats.append(PanopticCategory(
-                id=int(c["id"]), name=str(c["name"]), isthing=bool(c.get("isthing", 0)),
-                color=tuple(int(v) for v in c.get("color", (0, 0, 0))), supercategory=str(c.get("supercategory", "")),
-                novel=bool(c.get("novel", 0)),
-            ))
-        except KeyError as err:
-            raise PanopticDataError(f"{where}: a category lacks {err}: {c}") from None
-    ids = [c.id for c in cats]
-    if len(set(ids)) != len(ids):
-        raise PanopticDataError(f"{where}: duplicate category ids")
-    return sorted(cats, key=lambda c: c.id)
-
-
-def resolve_class_subset(
-    spec: str | Sequence[str], categories: Sequence[PanopticCategory], novel: Sequence[str] | None = None
-) -> list[int]:
-    """``"all" | "base" | "novel" | [names]`` -> sorted contiguous class indices."""
-    names = [c.name for c in categories]
-    novel_set = set(novel) if novel is not None else {c.name for c in categories if c.novel}
-    unknown = novel_set - set(names)
-    if unknown:
-        raise PanopticDataError(f"novel classes {sorted(unknown)} are not categories of the dataset ({names})")
-    if isinstance(spec, str):
-        if spec == "all":
-            return list(range(len(names)))
-        if spec in ("base", "novel"):
-            if not novel_set:
-                raise PanopticDataError(
-                    f"class subset {spec!r} needs novel classes: give `novel_classes: [names]` or a categories file "
-                    "whose categories carry \"novel\": 1"
-                )
-            want = spec == "novel"
-            return [i for i, n in enumerate(names) if (n in novel_set) == want]
-        raise PanopticDataError(f"class subset must be 'all', 'base', 'novel' or a list of class names, got {spec!r}")
-    missing = [n for n in spec if n not in names]
-    if missing:
-        raise PanopticDataError(f"class subset names {missing} are not categories of the dataset ({names})")
-    return sorted(names.index(n) for n in spec)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# transforms
-# ----------------------------------------------------------------------------------------------------------------
-class FixedSizeCrop(v2.Transform):
-    """Random crop to ``size`` where the input is larger, then pad right/bottom where smaller (detectron2's
-    FixedSizeCrop, used by Mask2Former's LSJ). Images are padded with ``image_fill``, masks with 0 (VOID)."""
-
-    def __init__(self, size: int | tuple[int, int], image_fill: float = 128.0) -> None:
-        super().__init__()
-        self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        self.image_fill = image_fill
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        sized = [x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))]
-        h, w = F.get_size(sized[0] if sized else flat_inputs[0])
-        ch, cw = self.size
-        top = int(torch.randint(0, h - ch + 1, ())) if h > ch else 0
-        left = int(torch.randint(0, w - cw + 1, ())) if w > cw else 0
-        return {"top": top, "left": left, "height": min(h, ch), "width": min(w, cw),
-                "pad": [0, 0, max(cw - w, 0), max(ch - h, 0)]}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        out = self._call_kernel(F.crop, inpt, top=params["top"], left=params["left"],
-                                height=params["height"], width=params["width"])
-        if any(params["pad"]):
-            fill = 0 if isinstance(inpt, tv_tensors.Mask) else self.image_fill
-            out = self._call_kernel(F.pad, out, padding=params["pad"], fill=fill)
-        return out
-
-
-def panoptic_train_transform(
-    crop_size: int = 64, scale_range: tuple[float, float] = (0.1, 2.0), flip_prob: float = 0.5
-) -> v2.Compose:
-    """Large-scale jitter: flip, resize by a random scale of ``crop_size`` (aspect kept), fixed-size crop."""
-    return v2.Compose([
-        v2.RandomHorizontalFlip(flip_prob),
-        v2.ScaleJitter(target_size=(crop_size, crop_size), scale_range=tuple(scale_range)),
-        FixedSizeCrop(crop_size),
-    ])
-
-
-def panoptic_eval_transform(short_side: int = 64, max_size: int | None = None) -> v2.Transform:
-    """Resize the shorter side to ``short_side`` keeping the aspect ratio, the long side capped at ``max_size``."""
-    if max_size is not None and max_size <= short_side:
-        raise ValueError(f"eval max_size ({max_size}) must be larger than the short side ({short_side})")
-    return v2.Resize(short_side, max_size=max_size)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# dataset
-# ----------------------------------------------------------------------------------------------------------------
-def _rgb2id(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+  ROOT/<images>                e.g. train2017/*.jpg, val2017/*.jpg
+  ROOT/annotations/panoptic_<split>.json
+  ROOT/annotations/panoptic_<split>/*.png   (RGB, id = R + 256 G + 256^2 B, 0 = VOID)
+  ROOT/annotations/panoptic_categories.json (optional; categories with "novel": 1 on held-out classes)
+Get COCO panoptic 2017 (cocodataset.org) or ADE20K converted to COCO panoptic format (Mask2Former's script)."""
 
 
 class COCOPanopticDataset(Dataset):
@@ -239,33 +107,39 @@ class COCOPanopticDataset(Dataset):
         keep_classes: Sequence[int] | None = None,
         transform: Callable[..., Any] | None = None,
         with_panoptic: bool = False,
-        on_error: Literal["raise", "skip"] = "skip",
+        on_error: OnError = "skip",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         max_samples: int | None = None,
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error)
         self.image_dir, self.json_file, self.png_dir = Path(image_dir), Path(json_file), Path(png_dir)
         self.categories = list(categories)
         self.class_of = {c.id: i for i, c in enumerate(self.categories)}
         self.keep = set(range(len(self.categories)) if keep_classes is None else keep_classes)
         self.transform = transform
         self.with_panoptic = with_panoptic
-        self.on_error = on_error
+        self.on_error = check_on_error(on_error)
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.num_skipped_at_init = 0
+        #: annotations left out at init (warned): ``(file, reason)`` records
+        self.skipped_at_init: list[SkippedSample] = []
         self.records = self._load_records(max_samples)
 
     # -- index ---------------------------------------------------------------------------------------------------
-    def _fail(self, message: str) -> None:
+    @property
+    def num_skipped_at_init(self) -> int:
+        """How many annotations were left out at init."""
+        return len(self.skipped_at_init)
+
+    def _fail(self, path: str, message: str) -> None:
         if self.on_error == "raise":
             raise PanopticDataError(message)
-        warnings.warn(f"skipped: {message}", stacklevel=3)
+        warnings.warn(f"skipped: {message}", SkippedSampleWarning, stacklevel=3)
+        self.skipped_at_init.append(SkippedSample(-1, path, "bad_annotation", message))
 
     def _load_records(self, max_samples: int | None) -> list[dict[str, Any]]:
-        data = _read_json(self.json_file)
+        data = read_json(self.json_file)
         if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
             raise PanopticDataError(
                 f"{self.json_file}: not a COCO panoptic JSON (needs 'images', 'annotations', 'categories')"
@@ -282,16 +156,16 @@ class COCOPanopticDataset(Dataset):
             img = images.get(ann["image_id"])
             name = ann.get("file_name", "?")
             if img is None:
-                self._fail(f"{self.json_file}: annotation {name} refers to image id {ann['image_id']!r} missing from 'images'")
-                self.num_skipped_at_init += 1
+                self._fail(str(self.png_dir / name), f"{self.json_file}: annotation {name} refers to image id "
+                           f"{ann['image_id']!r} missing from 'images'")
                 continue
             bad = [s for s in ann["segments_info"] if int(s["category_id"]) not in self.class_of]
             if bad:
                 self._fail(
+                    str(self.image_dir / img["file_name"]),
                     f"{self.json_file}: image {img['file_name']} (id {img['id']}) segment {bad[0]['id']} has unknown "
                     f"category_id {bad[0]['category_id']} (known: {sorted(self.class_of)})"
                 )
-                self.num_skipped_at_init += 1
                 continue
             records.append({"image": img, "ann": ann})
             if max_samples is not None and len(records) >= max_samples:
@@ -313,7 +187,7 @@ class COCOPanopticDataset(Dataset):
         with Image.open(img_path) as im:
             image = np.array(im.convert("RGB"), dtype=np.uint8)
         with Image.open(png_path) as im:
-            pan = _rgb2id(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            pan = rgb2id(np.asarray(im.convert("RGB"), dtype=np.uint8))
         name = f"{img_info['file_name']} (id {img_info['id']})"
         if image.shape[:2] != pan.shape:
             raise PanopticDataError(
@@ -334,12 +208,14 @@ class COCOPanopticDataset(Dataset):
             )
         return image, pan, img_info, ann
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:
         try:
             image, pan, img_info, ann = self._load(index)
         except PanopticDataError as err:
-            self._fail(str(err))
-            return None
+            if self.on_error == "raise":
+                raise
+            return SkippedSample(index, str(self.image_dir / self.records[index]["image"]["file_name"]), "broken",
+                                 str(err))
         return self._make_sample(image, pan, img_info, ann)
 
     def _make_sample(
@@ -383,10 +259,7 @@ class COCOPanopticDataset(Dataset):
         return {"image": x, "target": target}
 
 
-def collate_panoptic(samples: Sequence[dict[str, Any] | None], size_divisibility: int = 0) -> dict[str, Any]:
-    """Batch samples: images padded (bottom/right, zeros) to the largest size (rounded up to ``size_divisibility``)
-    and stacked; targets kept as a list; skipped samples (None) dropped and counted in ``num_skipped``."""
-    kept = [s for s in samples if s is not None]
+def _pad_batch(kept: list[dict[str, Any]], size_divisibility: int = 0) -> dict[str, Any]:
     sizes = [tuple(s["image"].shape[-2:]) for s in kept]
     if kept:
         h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
@@ -398,12 +271,15 @@ def collate_panoptic(samples: Sequence[dict[str, Any] | None], size_divisibility
             images[i, :, : sizes[i][0], : sizes[i][1]] = s["image"]
     else:
         images = torch.zeros((0, 3, 0, 0))
-    return {
-        "images": images,
-        "image_sizes": sizes,
-        "targets": [s["target"] for s in kept],
-        "num_skipped": len(samples) - len(kept),
-    }
+    return {"images": images, "image_sizes": sizes, "targets": [s["target"] for s in kept]}
+
+
+def collate_panoptic(samples: Sequence[dict[str, Any] | SkippedSample | None], size_divisibility: int = 0
+                     ) -> dict[str, Any]:
+    """Batch samples: images padded (bottom/right, zeros) to the largest size (rounded up to ``size_divisibility``)
+    and stacked; targets kept as a list; skipped samples dropped and counted in ``skipped`` (with their records in
+    ``skipped_samples``, :class:`common.data.base.SkipCollate`)."""
+    return SkipCollate(functools.partial(_pad_batch, size_divisibility=size_divisibility))(samples)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -426,6 +302,8 @@ class COCOPanopticDataModule(CVDataModule):
         size_divisibility: pad batched images to a multiple of this.
         mean, std: optional image normalisation (default: [0, 1] images, the model normalises).
         on_error: ``"skip"`` (warn and count) or ``"raise"`` on a broken sample.
+        max_missing_fraction: a split with more than this fraction of its images left out at setup fails with
+            the layout error.
         max_train_samples, max_eval_samples: use only the first N images of a split.
     """
 
@@ -452,14 +330,16 @@ class COCOPanopticDataModule(CVDataModule):
         size_divisibility: int = 0,
         mean: list[float] | None = None,
         std: list[float] | None = None,
-        on_error: Literal["raise", "skip"] = "skip",
+        on_error: OnError = "skip",
+        max_missing_fraction: float = 0.5,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size,
+                         max_missing_fraction=max_missing_fraction)
         self.root = Path(root).expanduser() if root else data_dir() / "coco_panoptic"
         self.train_split, self.val_split = train_split, val_split
         self.test_split = test_split or val_split
@@ -472,21 +352,19 @@ class COCOPanopticDataModule(CVDataModule):
         self.eval_short_side, self.eval_max_size = eval_short_side, eval_max_size
         self.size_divisibility = size_divisibility
         self.mean, self.std = mean, std
-        self.on_error = on_error
+        self.on_error = check_on_error(on_error)
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self._categories: list[PanopticCategory] | None = None
-        self.train_set: COCOPanopticDataset | None = None
-        self.val_set: COCOPanopticDataset | None = None
-        self.test_set: COCOPanopticDataset | None = None
 
     # -- paths and categories ------------------------------------------------------------------------------------
-    def _missing(self, what: Path) -> PanopticDataError:
-        return PanopticDataError(
-            f"COCO panoptic data not found: {what} does not exist.\nExpected layout:\n"
-            + LAYOUT.format(root=self.root)
-            + f"\nGet COCO panoptic 2017 (cocodataset.org) or ADE20K converted to COCO panoptic format, or write the "
-            f"ShapesWorld stand-in with:\n    {SYNTH_COMMAND.format(root=self.root)}"
-        )
+    dataset_name = "COCO panoptic"
+    synth_command = "coco-panoptic"
+
+    def layout_help(self) -> str:
+        return LAYOUT
+
+    def _missing(self, what: Path) -> DatasetLayoutError:
+        return self.layout_error(f"data not found: {what} does not exist")
 
     def _split_paths(self, split: str) -> dict[str, Path]:
         spec = {**self.templates, **self.split_paths.get(split, {})}
@@ -554,31 +432,25 @@ class COCOPanopticDataModule(CVDataModule):
             with_panoptic=not train, on_error=self.on_error, mean=self.mean, std=self.std, max_samples=limit,
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit"):
-            self.train_set = self.train_set or self.make_dataset(self.train_split, train=True)
-        if stage in (None, "fit", "validate"):
-            self.val_set = self.val_set or self.make_dataset(self.val_split, train=False)
-        if stage in (None, "test", "predict"):
-            self.test_set = self.test_set or self.make_dataset(self.test_split, train=False)
+    def build_dataset(self, split: str) -> COCOPanopticDataset:
+        """``train`` / ``val`` / ``test``: :meth:`make_dataset` of the split named by ``train_split`` / ..."""
+        name = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[split]
+        ds = self.make_dataset(name, train=split == "train")
+        for rec in ds.skipped_at_init:  # the dataset warned already
+            self.record_setup_skip(split, rec.path, rec.reason, rec.detail, warn=False)
+        return ds
 
-    def _collate(self) -> Callable[[Sequence[dict[str, Any] | None]], dict[str, Any]]:
+    def collate_fn(self, split: str, dataset: Dataset) -> Callable[[list[Any]], dict[str, Any]]:
         return functools.partial(collate_panoptic, size_divisibility=self.size_divisibility)
 
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        return self.train_loader(self.train_set, collate_fn=self._collate())
+    @property
+    def train_set(self) -> COCOPanopticDataset | None:
+        return self.datasets.get("train")  # type: ignore[return-value]
 
-    def val_dataloader(self) -> DataLoader:
-        if self.val_set is None:
-            self.setup("validate")
-        return self.eval_loader(self.val_set, collate_fn=self._collate())
+    @property
+    def val_set(self) -> COCOPanopticDataset | None:
+        return self.datasets.get("val")  # type: ignore[return-value]
 
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            self.setup("test")
-        return self.eval_loader(self.test_set, collate_fn=self._collate())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    @property
+    def test_set(self) -> COCOPanopticDataset | None:
+        return self.datasets.get("test")  # type: ignore[return-value]

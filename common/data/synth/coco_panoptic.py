@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from common.data.synth import world
+from common.metrics.panoptic import rgb2id
 from common.paths import data_dir
 
 #: (split folder, first image id): image ids are unique across splits, as in COCO
@@ -99,7 +100,8 @@ def panoptic_categories() -> list[PanopticCategoryDef]:
 
 
 def _rgb2id(c: Sequence[int]) -> int:
-    return int(c[0]) + 256 * int(c[1]) + 256 * 256 * int(c[2])
+    """The segment id of one colour (the project's one :func:`common.metrics.panoptic.rgb2id`)."""
+    return int(rgb2id(np.asarray(c, dtype=np.uint8).reshape(1, 1, 3))[0, 0])
 
 
 class _IdGenerator:

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
+from common.callbacks.data import SkipCounter
+from common.data.base import DatasetLayoutError, SkippedSample, SkippedSampleWarning
 from common.data.coco_panoptic import (
     COCOPanopticDataModule,
     COCOPanopticDataset,
@@ -150,7 +152,7 @@ def test_train_batches_lsj(root):
     for batch in dm.train_dataloader():
         assert batch["images"].shape[1:] == (3, 32, 32) and batch["images"].dtype == torch.float32
         assert 0.0 <= batch["images"].min() and batch["images"].max() <= 1.0
-        assert batch["num_skipped"] == 0 and len(batch["targets"]) == batch["images"].shape[0]
+        assert batch["skipped"] == 0 and len(batch["targets"]) == batch["images"].shape[0]
         for t in batch["targets"]:
             m = t["masks"]
             assert isinstance(m, tv_tensors.Mask) and m.dtype == torch.bool and m.shape[1:] == (32, 32)
@@ -224,11 +226,13 @@ def test_collate_pads_and_keeps_lists():
     a = {"image": torch.ones(3, 10, 12), "target": {"labels": torch.tensor([1])}}
     b = {"image": torch.ones(3, 14, 8), "target": {"labels": torch.tensor([2, 3])}}
     out = collate_panoptic([a, None, b], size_divisibility=8)
-    assert out["images"].shape == (2, 3, 16, 16) and out["num_skipped"] == 1
+    assert out["images"].shape == (2, 3, 16, 16) and out["skipped"] == 1 and out["skipped"].dtype == torch.long
     assert out["image_sizes"] == [(10, 12), (14, 8)]
     assert out["images"][0, :, :10, :12].eq(1).all() and out["images"][0, :, 10:].eq(0).all()
     assert [t["labels"].tolist() for t in out["targets"]] == [[1], [2, 3]]
     assert collate_panoptic([None])["images"].shape[0] == 0
+    bad = SkippedSample(4, "x.jpg", "broken", "why")
+    assert collate_panoptic([a, bad])["skipped_samples"] == [bad]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -267,11 +271,14 @@ def test_png_id_missing_from_json(broken):
     with pytest.raises(PanopticDataError, match=f"segment id {missing.pop()} is in the PNG") as err:
         ds[2]
     assert ann["file_name"].replace(".png", ".jpg") in str(err.value)
-    # skip: a warning, None, and the collate counts it
+    # skip: a SkippedSample, the collate counts it, the callback's counter warns once naming the image
     ds = _dataset(broken, "skip")
-    with pytest.warns(UserWarning, match="skipped"):
-        batch = collate_panoptic([ds[i] for i in range(len(ds))])
-    assert batch["num_skipped"] == 1 and len(batch["targets"]) == 5
+    batch = collate_panoptic([ds[i] for i in range(len(ds))])
+    assert batch["skipped"] == 1 and len(batch["targets"]) == 5
+    counter = SkipCounter()
+    with pytest.warns(SkippedSampleWarning, match=ann["file_name"].replace(".png", ".jpg")):
+        counter.record_batch(batch)
+    assert counter.by_reason == {"broken": 1}
 
 
 def test_unknown_category(broken):
@@ -296,8 +303,8 @@ def test_image_png_size_mismatch(broken):
     with pytest.raises(PanopticDataError, match="differs from its panoptic PNG") as err:
         ds[0]
     assert name in str(err.value)
-    with pytest.warns(UserWarning):
-        assert _dataset(broken, "skip")[0] is None
+    skipped = _dataset(broken, "skip")[0]
+    assert isinstance(skipped, SkippedSample) and "differs from its panoptic PNG" in skipped.detail
 
 
 def test_missing_png_file(broken):
@@ -309,7 +316,7 @@ def test_missing_png_file(broken):
 
 def test_missing_root_and_json_name_layout_and_synth_command(tmp_path, broken):
     dm = COCOPanopticDataModule(str(tmp_path / "nowhere"))
-    with pytest.raises(PanopticDataError) as err:
+    with pytest.raises(DatasetLayoutError) as err:
         dm.setup("fit")
     msg = str(err.value)
     assert "nowhere" in msg and "annotations/panoptic_<split>.json" in msg
@@ -317,7 +324,7 @@ def test_missing_root_and_json_name_layout_and_synth_command(tmp_path, broken):
     # the val split exists in `broken`, the train split does not
     dm = COCOPanopticDataModule(str(broken))
     assert dm.info["num_classes"] == len(world.CATEGORIES)  # categories from the val JSON
-    with pytest.raises(PanopticDataError, match="panoptic_train2017.json does not exist"):
+    with pytest.raises(DatasetLayoutError, match="panoptic_train2017.json does not exist"):
         dm.setup("fit")
     (broken / "annotations/panoptic_val2017.json").write_text("{not json")
     with pytest.raises(PanopticDataError, match="not valid JSON"):

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
+from common.callbacks.data import SkipCounter, SkippedSamples
 from common.data.kinetics import Kinetics400DataModule, read_class_csv
 from common.data.ssv2 import SSv2DataModule, template_to_label
 from common.data.synth.video_writers import SSV2_CLASSES, write_kinetics400, write_ssv2
 from common.data.video import VideoDecodeError
-from common.callbacks.data import SkipCounter, SkippedSamples
 from common.data.video_dataset import DatasetLayoutError, SkippedVideoWarning
 
 K400_CLASSES = 4  # the k400 fixture of conftest.py
