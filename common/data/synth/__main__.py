@@ -2,6 +2,8 @@
 
 Each command lives in its own module, which defines ``cli_commands()`` returning
 ``{name: (help, add_arguments(parser), run(args) -> int | None)}``. Modules that are not there yet are skipped.
+The commands are thin wrappers: datamodules call the writer functions themselves (``write_kinetics400``,
+``write_ssv2``, ``write_pascal_mt``, ``write_coco_panoptic``; :func:`common.data.synth.write_once`), never argv.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 #: modules that contribute commands (each defines ``cli_commands()``)
 COMMAND_MODULES = (
@@ -19,7 +22,8 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int | None]]]:
+    """The ``python -m common.data.synth`` parser with one sub-command per writer, and the runner of each."""
     parser = argparse.ArgumentParser(prog="python -m common.data.synth", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runners = {}
@@ -38,6 +42,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command (``argv`` None: ``sys.argv``); returns its exit status."""
     parser, runners = build_parser()
     args = parser.parse_args(argv)
     rc = runners[args.command](args)
