@@ -177,13 +177,13 @@ def test_swin_sequential_attn_and_mlp_are_the_sublayer_outputs():
     blk = model.layers[0].blocks[0]
     torch.manual_seed(3)
     f, g = nn.Linear(8, 8), nn.Linear(8, 8)
-    x = torch.randn(2, 8, 8, 8)
+    x = torch.randn(2, 16, 16, 8)
     with torch.no_grad():
         y = x + blk._attn(blk.norm1(x))  # _attn: windows -> attn -> windows back; a row-wise f commutes with it
         y_f = x + F.linear(blk._attn(blk.norm1(x)), f.weight, f.bias)
         assert not torch.allclose(y, y_f)
         y = y_f.reshape(2, -1, 8)
-        expected = (y + g(blk.mlp(blk.norm2(y)))).reshape(2, 8, 8, 8)
+        expected = (y + g(blk.mlp(blk.norm2(y)))).reshape(2, 16, 16, 8)
         inject(model, lambda p: f, "layers.0.blocks.0.attn")
         inject(model, lambda p: g, "layers.0.blocks.0.mlp", mode="post")
         assert torch.allclose(blk(x), expected, atol=1e-5)

@@ -25,7 +25,9 @@ def _seeded(build: Callable[[], nn.Module]) -> Callable[[int], nn.Module]:
 
 #: name -> builder(seed); widths are multiples of 4 (Compacter's PHM dimension) and 32 px inputs work everywhere
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
-    "swin": lambda seed=0: make_tiny_swin(seed),
+    # 64 px: the last stage keeps 2x2 tokens (at 32 px its one-token windows give q, k and the relative-position
+    # bias no gradient)
+    "swin": lambda seed=0: make_tiny_swin(seed, img_size=64),
     "vit": _seeded(lambda: VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2,
                                              num_classes=0)),
     "open_clip_vit": _seeded(lambda: OpenCLIPViT(image_size=32, patch_size=8, width=16, layers=2, heads=2,
@@ -39,8 +41,8 @@ BACKBONES: dict[str, Callable[[int], nn.Module]] = {
                                          ls_init_value=1.0)),
 }
 TRANSFORMERS = ("swin", "vit", "open_clip_vit")
-#: input side per backbone: the transformers are built for 32 px; 64 px keeps 2x2 maps at the ConvNets' stride 32
-IMAGE_SIZE = {name: 32 if name in TRANSFORMERS else 64 for name in BACKBONES}
+#: input side per backbone: the ViTs are built for 32 px; 64 px keeps 2x2 maps at stride 32
+IMAGE_SIZE = {name: 32 if name in ("vit", "open_clip_vit") else 64 for name in BACKBONES}
 
 
 def images(backbone: str, batch: int = 2) -> torch.Tensor:
