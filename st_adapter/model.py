@@ -1,8 +1,9 @@
 """ST-Adapter inserted into open_clip's ``VisionTransformer``, run over the frames of a clip (plain PyTorch).
 
 :class:`VideoViT` keeps open_clip's vision tower untouched (its parameters keep their names under ``backbone.``) and
-runs its blocks itself, calling an :class:`~st_adapter.adapter.STAdapter` before attention and/or before the MLP
-of the chosen blocks::
+runs its blocks through :mod:`common.models.clip_vit` (frames batched, batch-first attention through
+``scaled_dot_product_attention``), with an :class:`~st_adapter.adapter.STAdapter` as the hook before attention
+and/or before the MLP of the chosen blocks::
 
     frames (B*T) -> conv1 + [CLS] + pos + ln_pre -> for each block: [adapter] x += attn(ln_1 x); [adapter] x += mlp(ln_2 x)
     -> CLS of every frame -> mean over T -> ln_post (the backbone's) -> Dropout(0.5) -> Linear(width, classes)
@@ -29,8 +30,8 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from common.models import clip_vit
 from st_adapter.adapter import POSITIONS, AdapterPlacement, STAdapter
 
 __all__ = ["METHODS", "DTYPES", "VideoViT", "build_video_vit", "average_view_softmax", "load_visual"]
@@ -41,32 +42,10 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, 
 
 
 def _check_visual(visual: nn.Module) -> None:
-    need = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post")
-    missing = [a for a in need if not hasattr(visual, a)]
-    if missing:
-        raise TypeError(f"st_adapter/model.py: VideoViT needs an open_clip VisionTransformer (missing {missing}); "
-                        f"got {type(visual).__name__}. Build it with common.models.load_clip(<arch>).model.visual")
-    if getattr(visual, "attn_pool", None) is not None:
-        raise TypeError("st_adapter/model.py: attentional-pool ViTs (CoCa) are not supported; use a CLIP ViT")
+    clip_vit.check_vit(visual, where="st_adapter/model.py: VideoViT")
     if not isinstance(getattr(visual, "patch_dropout", nn.Identity()), nn.Identity):
         raise ValueError("st_adapter/model.py: patch dropout changes the token grid the adapters need; "
                          "build the CLIP with patch_dropout=0")
-    if not getattr(visual.transformer, "batch_first", True):
-        raise ValueError("st_adapter/model.py: the vision transformer must be batch_first (open_clip >= 2.24)")
-    for blk in visual.transformer.resblocks:
-        if not all(hasattr(blk, a) for a in ("ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2")):
-            raise TypeError(f"st_adapter/model.py: unsupported transformer block {type(blk).__name__}")
-
-
-def _attn_branch(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The residual attention branch of an open_clip block (default and custom blocks)."""
-    if hasattr(blk, "attention"):  # ResidualAttentionBlock (nn.MultiheadAttention)
-        return blk.ls_1(blk.attention(q_x=blk.ln_1(x)))
-    return blk.ls_1(blk.ln_attn(blk.attn(blk.ln_1(x))))  # CustomResidualAttentionBlock
-
-
-def _mlp_branch(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return blk.ls_2(blk.mlp(blk.ln_2(x)))
 
 
 class VideoViT(nn.Module):
@@ -148,29 +127,22 @@ class VideoViT(nn.Module):
         return None if key is None else self.adapters[key]  # type: ignore[return-value]
 
     # -- forward ---------------------------------------------------------------------------------------------------
-    def _block(self, i: int, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        blk = self.backbone.transformer.resblocks[i]
-        ad = self.adapter(i, "pre_attn")
-        if ad is not None:
-            x = ad(x, num_frames, self.grid)
-        x = x + _attn_branch(blk, x)
-        ad = self.adapter(i, "pre_mlp")
-        if ad is not None:
-            x = ad(x, num_frames, self.grid)
-        return x + _mlp_branch(blk, x)
+    def _hooks(self) -> dict[str, dict[int, clip_vit.Hook]]:
+        """The adapters as :mod:`common.models.clip_vit` hooks: ``{"pre_attn": {block: hook}, "pre_mlp": {...}}``."""
+        hooks: dict[str, dict[int, clip_vit.Hook]] = {pos: {} for pos in POSITIONS}
+        for (i, pos), key in self._slots.items():
+            ad = self.adapters[key]
+            hooks[pos][i] = lambda x, layout, ad=ad: ad(x, layout.num_frames, layout.grid)
+        return hooks
 
     def forward_tokens(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` -> tokens after the last block, ``(B*T, 1 + H'W', width)`` (before ``ln_post``)."""
         if video.ndim != 5:
             raise ValueError(f"expected a video batch (B, T, 3, H, W), got shape {tuple(video.shape)}")
-        t = video.shape[1]
-        x = self.backbone._embeds(video.flatten(0, 1).to(self.backbone_dtype))
-        for i in range(self.depth):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(self._block, i, x, t, use_reentrant=False)
-            else:
-                x = self._block(i, x, t)
-        return x
+        x, layout = clip_vit.embed(self.backbone, video)
+        hooks = self._hooks()
+        return clip_vit.run_blocks(self.backbone, x, layout, pre_attn=hooks["pre_attn"], pre_mlp=hooks["pre_mlp"],
+                                   grad_checkpointing=self.grad_checkpointing and self.training)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` -> ``(B, width)``: per-frame CLS, mean over T, ``ln_post``."""
