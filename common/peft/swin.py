@@ -1,4 +1,6 @@
-"""PEFT-facing helpers for timm's ``SwinTransformer``: its blocks as insertion points and its 4 stage features.
+"""PEFT-facing helpers for timm's ``SwinTransformer``: its blocks (stage, index, width) and its 4 stage features.
+
+The insertion points inside the blocks (``attn``, ``qkv``, ``mlp``) are :mod:`common.peft.inject`'s.
 
 timm layout (1.0.x): ``patch_embed`` gives NHWC tokens; ``layers[s]`` is a stage = ``downsample`` (PatchMerging,
 Identity for stage 0) then ``blocks``; each block is ``x + attn(norm1(x))`` over (shifted) windows, then

@@ -181,3 +181,19 @@ def test_deepcopy_maps_hooks_onto_the_copy():
         expected = swin_stage_features(reference, x)[-1]
         assert torch.allclose(net.encoder(x, "semseg")[-1], expected, atol=1e-6)  # the original's adapters
         assert not torch.allclose(clone.encoder(x, "semseg")[-1], expected)  # the copy runs its own
+
+
+def test_slots_are_the_injection_points_of_the_swin():
+    net = build_network(make_tiny_swin(), "hyperformer", TASKS, decoder_embed_dim=16)
+    generated = net.encoder.peft["generated"]
+    assert list(generated) == [f"s{s}_b{b}_{p}" for s in range(4) for b in range(2) for p in ("attn", "mlp")]
+    assert generated.points["s2_b1_mlp"].name == "layers.2.blocks.1.mlp"
+    assert [generated[k].slot for k in generated] == list(range(16))  # slot i = the bank's i-th generated adapter
+    lora = build_network(make_tiny_swin(), "lora", TASKS, decoder_embed_dim=16).encoder.peft["lora"]
+    assert lora.mode == "parallel" and lora.points["s3_b0_qkv"].out_dim == 3 * 64
+
+
+def test_unknown_adapter_position_is_an_error():
+    with pytest.raises(ValueError, match="adapter position must be one of"):
+        build_network(make_tiny_swin(), "adapter", TASKS, peft=PeftConfig(adapter_positions=["ffn"]),
+                      decoder_embed_dim=16)
