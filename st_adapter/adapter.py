@@ -122,13 +122,27 @@ class STAdapter(nn.Module):
         b = bt // num_frames
         dtype = self.fc1.weight.dtype
         z = self.fc1(x[:, p:].to(dtype))                                  # (BT, HW, r)
-        z = z.reshape(b, num_frames, h, w, self.width).permute(0, 4, 1, 2, 3)  # (B, r, T, H, W)
-        z = self.conv(z.contiguous())
+        if self.kernel_size[1:] == (1, 1):  # temporal-only kernel: shifted sums, channels-last, no permutes
+            z = self._temporal_conv(z.view(b, num_frames, n, self.width))
+        else:
+            z = z.reshape(b, num_frames, h, w, self.width).permute(0, 4, 1, 2, 3)  # (B, r, T, H, W)
+            z = self.conv(z.contiguous()).permute(0, 2, 3, 4, 1)
         if self.activation is not None:
             z = _ACTIVATIONS[self.activation](z)
-        z = z.permute(0, 2, 3, 4, 1).reshape(bt, n, self.width)
-        delta = self.fc2(z).to(x.dtype)
-        return torch.cat([x[:, :p], x[:, p:] + delta], dim=1)
+        delta = self.fc2(z.reshape(bt, n, self.width)).to(x.dtype)
+        return x + F.pad(delta, (0, 0, p, 0))  # the prefix tokens get + 0: unchanged
+
+    def _temporal_conv(self, z: torch.Tensor) -> torch.Tensor:
+        """``self.conv`` for a ``(k, 1, 1)`` kernel on channels-last ``(B, T, HW, r)``: the same depthwise
+        convolution (zero padding ``k // 2`` in time) as ``k`` shifted multiply-adds, without the two permuted
+        copies and the 3-D convolution call."""
+        k, t = self.kernel_size[0], z.shape[1]
+        weight = self.conv.weight.view(self.width, k).t().to(z.dtype)    # (k, r)
+        zp = F.pad(z, (0, 0, 0, 0, k // 2, k // 2)) if k > 1 else z
+        out = self.conv.bias.to(z.dtype) + zp[:, 0:t] * weight[0]
+        for j in range(1, k):
+            out = out + zp[:, j : j + t] * weight[j]
+        return out
 
 
 def adapter_parameter_count(dim: int, width: int, kernel_size: Sequence[int] = (3, 1, 1)) -> int:

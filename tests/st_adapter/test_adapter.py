@@ -187,3 +187,44 @@ def test_average_view_softmax_averages_probabilities_not_logits() -> None:
     assert not torch.allclose(probs, logits.reshape(2, 2, 2).mean(1).softmax(-1))
     with pytest.raises(ValueError):
         average_view_softmax(logits, 3)
+
+
+class _ReferenceVideoViT(torch.nn.Module):
+    """The ST-Adapter forward as it ran before common/models/clip_vit.py: open_clip's own block pieces
+    (``ln_1``, ``attention`` through ``nn.MultiheadAttention``, ``mlp``), the adapters called in between."""
+
+    def __init__(self, model: VideoViT) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        m, (b, t) = self.m, video.shape[:2]
+        x = m.backbone._embeds(video.flatten(0, 1))
+        for i, blk in enumerate(m.backbone.transformer.resblocks):
+            if (ad := m.adapter(i, "pre_attn")) is not None:
+                x = ad(x, t)
+            x = x + blk.ls_1(blk.attention(q_x=blk.ln_1(x)))
+            if (ad := m.adapter(i, "pre_mlp")) is not None:
+                x = ad(x, t)
+            x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        return m.head(m.dropout(m.backbone.ln_post(x[:, 0].reshape(b, t, -1).mean(1))))
+
+
+@pytest.mark.parametrize("method", ["st_adapter", "full_finetune"])
+def test_outputs_and_gradients_equal_the_previous_implementation(tiny_visual_state: dict, method: str) -> None:
+    """Same weights, same video: the clip_vit-based VideoViT gives the old code's logits and gradients (1e-5)."""
+    placement = AdapterPlacement(16, ("pre_attn", "pre_mlp"), blocks=3) if method == "st_adapter" else None
+    model = VideoViT(_visual(tiny_visual_state), 5, placement, freeze_backbone=method == "st_adapter",
+                     dropout=0.0).train()
+    for ad in model.adapters.values():
+        _randomise(ad)  # non-identity adapters, so that the hooks really act
+    ref = _ReferenceVideoViT(model)
+    video = torch.randn(2, 4, 3, 32, 32)
+    out, expected = model(video), ref(video)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    params = [p for _, p in model.trainable_named_parameters()]
+    grads_new = torch.autograd.grad(out.square().sum(), params)
+    grads_ref = torch.autograd.grad(expected.square().sum(), params)
+    assert len(grads_new) == len(grads_ref) > 2
+    for a, b in zip(grads_new, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
