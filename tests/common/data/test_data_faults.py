@@ -268,3 +268,59 @@ def test_generic_datamodule_needs_only_build_dataset() -> None:
     assert [int(b["skipped"]) for b in val] == [0, 1] and torch.cat([b["x"] for b in val]).tolist() == [
         0.0, 1.0, 4.0, 9.0, 16.0]
     assert len(list(dm.predict_dataloader())) == 2 and set(dm.datasets) == {"train", "val", "test"}
+
+
+# -- DDP: summed over ranks, setup-time skips counted once -------------------------------------------------------
+_DDP_SCRIPT = '''
+import json, sys, warnings
+import lightning.pytorch as pl
+import torch
+from common.callbacks.data import SkippedSamples
+from common.data.kinetics import Kinetics400DataModule
+
+class Count(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+    def validation_step(self, batch, batch_idx):
+        pass
+
+warnings.simplefilter("ignore")
+root, out = sys.argv[1], sys.argv[2]
+dm = Kinetics400DataModule(root=root, input_size=24, num_frames=4, eval_batch_size=2)
+trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, enable_checkpointing=False, callbacks=[SkippedSamples()])
+trainer.validate(Count(), datamodule=dm, verbose=False)
+if trainer.global_rank == 0:
+    json.dump({k: float(v) for k, v in trainer.callback_metrics.items()}, open(out, "w"))
+'''
+
+
+@pytest.mark.slow
+def test_ddp_sums_skipped_over_ranks_and_counts_setup_skips_once(k400: Path, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root = tmp_path / "k400"
+    shutil.copytree(k400, root)
+    lines = (root / "val.txt").read_text().splitlines()
+    for name in ("a", "b", "c"):
+        (root / "val" / f"{name}.mp4").write_bytes(bytes(range(256)) * 8)  # unreadable, read at load time
+    bad = ["val/a.mp4 0", "val/b.mp4 1", "val/c.mp4 2", "val/missing.mp4 0", f"{lines[0].split()[0]} 99"]
+    (root / "val.txt").write_text("\n".join(lines + bad) + "\n")  # 3 unreadable + 1 missing + 1 unknown label
+    script = tmp_path / "ddp_skipped.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "metrics.json"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(project), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={port}", str(script), str(root), str(out)],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads(out.read_text())
+    assert metrics["data/skipped"] == 5.0 and metrics["data/skipped_val"] == 5.0
