@@ -6,9 +6,10 @@
 block (library class)                         point kinds         what the point wraps
 ============================================  ==================  ===============================================
 timm ``SwinTransformerBlock``, timm ViT       ``attn``, ``mlp``   the attention sub-layer (its output after the
-``Block``, open_clip                                              projection, before layer scale / residual add)
-``ResidualAttentionBlock``                                        and the MLP sub-layer; ``qkv``: the fused qkv
-                                                                  Linear of timm blocks (LoRA)
+``Block``, open_clip                                              projection, before the residual add; open_clip:
+``ResidualAttentionBlock``                                        after ``ls_1``, Identity in CLIP) and the MLP
+                                                                  sub-layer; ``qkv``: the fused qkv Linear of
+                                                                  timm blocks (LoRA)
 timm ResNet ``Bottleneck``                    ``conv3x3``,        ``conv2`` up to ``act2``/``aa``: in =
                                               ``block``           relu(bn1(conv1(x))), out = aa(relu(bn2(conv2)))
 timm ResNet ``BasicBlock``                    ``conv3x3``,        ``conv1`` (strided) up to ``act1``/``aa``;
@@ -126,9 +127,9 @@ def _block_points(path: str, m: nn.Module, paths: dict[nn.Module, str]) -> list[
         return [*pts, point("mlp", d, d, 1, "nlc", *io(m.mlp))]
     if _is_open_clip_block(m):
         d = m.ln_1.normalized_shape[0]
-        # the attention's input is ln_1's output (open_clip passes it as q, k and v); nn.MultiheadAttention
-        # returns (out, weights): hooks replace out
-        return [point("attn", d, d, 1, "nlc", _tap(paths, m.ln_1, "output"), _tap(paths, m.attn, "output")),
+        # the attention's input is ln_1's output (open_clip passes it as q, k and v); its output is read at ls_1
+        # (Identity in CLIP): common/models/clip_vit.py runs the attention's weights without calling m.attn
+        return [point("attn", d, d, 1, "nlc", _tap(paths, m.ln_1, "output"), _tap(paths, m.ls_1, "output")),
                 point("mlp", d, d, 1, "nlc", *io(m.mlp))]
     if isinstance(m, Bottleneck):
         stride = _stride(m.conv2) * _stride(m.aa)
@@ -222,10 +223,16 @@ class _Stash:
 class CaptureHook:
     """Entry hook of a parallel point: remembers the tensor at the entry (pre-hook on an input, hook on an output)."""
 
-    def __init__(self, stash: _Stash, side: str) -> None:
-        self.stash, self.side = stash, side
+    def __init__(self, stash: _Stash, side: str, name: str) -> None:
+        self.stash, self.side, self.name = stash, side, name
 
     def __call__(self, _mod: nn.Module, inputs: tuple[Any, ...], output: Any = None) -> None:
+        if self.stash.value is not None:
+            self.stash.value = None
+            raise RuntimeError(
+                f"parallel insertion point {self.name!r}: its input was read twice without its output being computed "
+                "in between: the forward that ran skips the point's exit module, so the parallel branch would be "
+                "silently dropped (common/peft/inject.py)")
         self.stash.value = inputs[0] if self.side == "input" else _first(output)
 
 
@@ -272,7 +279,8 @@ def _hooks_for(point: InsertionPoint, module: nn.Module, mode: str) -> list[tupl
     if point.entry.module is point.exit.module and point.entry.side == "input":
         return [(point.exit, AdditiveHook(module))]
     stash = _Stash()
-    return [(point.entry, CaptureHook(stash, point.entry.side)), (point.exit, StashedAdditiveHook(module, stash, point.name))]
+    return [(point.entry, CaptureHook(stash, point.entry.side, point.name)),
+            (point.exit, StashedAdditiveHook(module, stash, point.name))]
 
 
 class Injected(nn.ModuleDict):

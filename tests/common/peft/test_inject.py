@@ -237,3 +237,29 @@ def test_clear_errors():
         insertion_points(nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="two points map to the key"):
         inject(model, lambda p: nn.Identity(), "*", key=lambda p: "same")
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel", "pre"])
+def test_open_clip_points_fire_when_clip_vit_runs_the_blocks(mode):
+    """common/models/clip_vit.py runs the attention's weights without calling ``attn``: the points still act."""
+    from common.models import clip_vit
+
+    model = BACKBONES["open_clip_vit"]()
+    torch.manual_seed(4)
+    inject(model, lambda p: nn.Linear(p.in_dim, p.out_dim), ["attn", "mlp"], mode=mode)
+    x = images("open_clip_vit")
+    with torch.no_grad():
+        plain = BACKBONES["open_clip_vit"]()(x)
+        assert not torch.allclose(model(x), plain, atol=1e-4)
+        assert torch.allclose(clip_vit.forward(model, x), model(x), atol=1e-5)
+
+
+def test_a_forward_that_skips_a_parallel_points_exit_is_an_error():
+    model = BACKBONES["resnet_bottleneck"]()
+    inject(model, lambda p: _conv(p.in_dim, p.out_dim, p.stride), "layer1.0.conv3x3", mode="parallel")
+    conv2 = model.layer1[0].conv2
+    x = torch.randn(1, conv2.in_channels, 8, 8)
+    conv2(x)  # entry read, exit (aa) never runs
+    with pytest.raises(RuntimeError, match="silently dropped"):
+        conv2(x)
+    model(torch.randn(1, 3, 32, 32))  # the error reset the point: a whole forward runs again
