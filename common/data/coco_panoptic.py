@@ -307,6 +307,9 @@ class COCOPanopticDataModule(CVDataModule):
         max_train_samples, max_eval_samples: use only the first N images of a split.
     """
 
+    dataset_name = "COCO panoptic"
+    synth_command = "coco-panoptic"
+
     def __init__(
         self,
         root: str | None = None,
@@ -357,9 +360,6 @@ class COCOPanopticDataModule(CVDataModule):
         self._categories: list[PanopticCategory] | None = None
 
     # -- paths and categories ------------------------------------------------------------------------------------
-    dataset_name = "COCO panoptic"
-    synth_command = "coco-panoptic"
-
     def layout_help(self) -> str:
         return LAYOUT
 
@@ -443,14 +443,7 @@ class COCOPanopticDataModule(CVDataModule):
     def collate_fn(self, split: str, dataset: Dataset) -> Callable[[list[Any]], dict[str, Any]]:
         return functools.partial(collate_panoptic, size_divisibility=self.size_divisibility)
 
-    @property
-    def train_set(self) -> COCOPanopticDataset | None:
-        return self.datasets.get("train")  # type: ignore[return-value]
-
-    @property
-    def val_set(self) -> COCOPanopticDataset | None:
-        return self.datasets.get("val")  # type: ignore[return-value]
-
-    @property
-    def test_set(self) -> COCOPanopticDataset | None:
-        return self.datasets.get("test")  # type: ignore[return-value]
+    #: the datasets once built (None before)
+    train_set = property(lambda self: self.datasets.get("train"))
+    val_set = property(lambda self: self.datasets.get("val"))
+    test_set = property(lambda self: self.datasets.get("test"))

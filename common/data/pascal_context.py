@@ -33,16 +33,11 @@ horizontal flip, random scale and rotation, fixed resize, ImageNet normalisation
 only. Deviation from upstream, on purpose: upstream pads the rotated label maps with 0 (background); here padding is
 ignore (255), which the brief asks for.
 
-A broken sample (a missing file, an unreadable file, a label of the wrong size) is an error naming the file with
-``on_error="raise"``; with ``on_error="skip"`` (default) it is left out and counted: files missing at setup are
-recorded as the datamodule's setup-time skips (warned at once), files that fail to load come back as a
-:class:`common.data.base.SkippedSample` that the collate drops and counts in ``batch["skipped"]``; the
-:class:`common.callbacks.data.SkippedSamples` callback warns once per file and logs ``data/skipped``. A split with
-more than ``max_missing_fraction`` of its images left out at setup fails with the layout error.
-
-Modules: constants and file readers in :mod:`common.data.pascal_readers`, the joint augmentation in
-:mod:`common.data.pascal_transforms`, the dataset and the datamodule here (the names of all three are importable
-from here).
+A broken sample (missing, unreadable, a label of the wrong size) is an error naming the file with
+``on_error="raise"``; with ``on_error="skip"`` (default) it is left out and counted (:mod:`common.data.base`): files
+missing at setup as the datamodule's setup-time skips, files that fail to load as a ``SkippedSample`` the collate
+counts in ``batch["skipped"]``. More than ``max_missing_fraction`` of a split missing fails with the layout error.
+Constants and file readers: :mod:`common.data.pascal_readers`; augmentation: :mod:`common.data.pascal_transforms`.
 """
 
 from __future__ import annotations
@@ -79,6 +74,7 @@ from common.data.pascal_readers import (
     VOC_TO_CONTEXT_ID,
     PascalLayoutError,
     SampleError,
+    check_tasks,
     read_human_parts,
     read_image,
     read_normals,
@@ -99,16 +95,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    tasks = tuple(tasks)
-    bad = [t for t in tasks if t not in TASKS]
-    if bad or not tasks:
-        raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {list(tasks)}")
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"tasks has duplicates: {list(tasks)}")
-    return tasks
 
 
 class PascalContextMT(Dataset):
@@ -141,7 +127,7 @@ class PascalContextMT(Dataset):
         self.on_error = check_on_error(on_error)
         self.root = Path(root)
         self.split = split
-        self.tasks = _check_tasks(tasks)
+        self.tasks = check_tasks(tasks)
         self.transform = transform
         self.normals_valid_ids = normals_valid_ids
         self.area_threshold = int(area_threshold)
@@ -356,7 +342,7 @@ class PascalContextMTDataModule(CVDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size,
                          max_missing_fraction=max_missing_fraction)
         self.root = Path(root).expanduser() if root else data_dir() / "pascal-context"
-        self.tasks = _check_tasks(tasks if tasks is not None else TASKS)
+        self.tasks = check_tasks(tasks if tasks is not None else TASKS)
         self.image_size = size_hw(image_size)
         self.on_error = check_on_error(on_error)
         self.augment = augment

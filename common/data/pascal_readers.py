@@ -7,6 +7,7 @@ Numpy in, numpy out; no torch, no augmentation (:mod:`common.data.pascal_transfo
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "read_human_parts",
     "read_normals",
     "read_saliency",
+    "check_tasks",
 ]
 
 #: the tasks this datamodule serves, in canonical order
@@ -234,3 +236,14 @@ def read_saliency(path: str | os.PathLike) -> np.ndarray:
     with Image.open(path) as im:
         arr = np.asarray(im.convert("L"), dtype=np.float32)
     return (arr / 255.0 > 0.5).astype(np.uint8)
+
+
+def check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
+    """``tasks`` as a tuple if they are a non-empty subset of :data:`TASKS` without repeats, else a ValueError."""
+    tasks = tuple(tasks)
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {list(tasks)}")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"tasks has duplicates: {list(tasks)}")
+    return tasks
