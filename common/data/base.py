@@ -250,7 +250,10 @@ class CVDataModule(pl.LightningDataModule):
 
     # -- Lightning ---------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Build (and check) the splits a stage needs; None builds train, val and test."""
+        """Build (and check) the splits a stage needs; None builds train, val and test. A subclass that makes its
+        own loaders without :meth:`build_dataset` gets no setup from here."""
+        if type(self).build_dataset is CVDataModule.build_dataset:
+            return
         for split in STAGE_SPLITS.get(stage or "", ("train", "val", "test")):
             self.dataset(split)
 

@@ -269,6 +269,14 @@ def test_generic_datamodule_needs_only_build_dataset() -> None:
         0.0, 1.0, 4.0, 9.0, 16.0]
     assert len(list(dm.predict_dataloader())) == 2 and set(dm.datasets) == {"train", "val", "test"}
 
+    class OwnLoaders(CVDataModule):  # the older style: loaders of its own, no build_dataset
+        def train_dataloader(self) -> Any:
+            return self.train_loader([{"x": torch.zeros(1)}])
+
+    own = OwnLoaders()
+    own.setup("fit")  # nothing to build, no error
+    assert not own.datasets and next(iter(own.train_dataloader()))["x"].shape == (1, 1)
+
 
 # -- DDP: summed over ranks, setup-time skips counted once -------------------------------------------------------
 _DDP_SCRIPT = '''
