@@ -24,13 +24,15 @@ The test split reads ``test_file`` (default: the validation file, as both papers
 Per-label folders: with a template such as ``{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``
 the ``{label}`` field is the class name as the CSV writes it (``class_folder_style: original``, spaces kept), or
 with spaces replaced by ``_`` (``class_folder_style: underscore``: the folders mmaction2's
-``tools/data/kinetics/rename_classnames.sh`` leaves, e.g. ``train/abseiling/``, ``train/air_drumming/``). A class
-folder that is missing while its other spelling exists is named in the error with the option that fits.
+``tools/data/kinetics400/rename_classnames.sh`` leaves, e.g. ``train/air_drumming/``; that script also turns
+parentheses into ``-``, ``petting_animal_-not_cat-``, and both spellings are tried). A class folder that is missing
+while its other spelling exists is named in the error with the option that fits.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +88,15 @@ def read_kinetics_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _underscore_names(label: str) -> list[str]:
+    """How mmaction2's ``rename_classnames.sh`` spells a class folder: its Kinetics-400 script replaces spaces by
+    ``_`` and parentheses by ``-`` (``petting animal (not cat)`` -> ``petting_animal_-not_cat-``); its
+    Kinetics-600/700 script replaces spaces only."""
+    k400 = label.replace(" ", "_").replace("(", "-").replace(")", "-")
+    spaces = label.replace(" ", "_")
+    return [k400] if k400 == spaces else [k400, spaces]
+
+
 class Kinetics400DataModule(VideoDataModule):
     """Kinetics-400 from ``path label`` lists or the official CSV (see the module docstring for the layout).
 
@@ -98,7 +109,7 @@ class Kinetics400DataModule(VideoDataModule):
         data_prefix: folder the list paths are relative to, under root (default: root itself).
         csv_video_template: video path for CSV rows, relative to root.
         class_folder_style: how ``{label}`` is spelled in ``csv_video_template``: ``original`` (the CSV's class
-            name) or ``underscore`` (spaces replaced by ``_``, mmaction2's renamed per-label folders).
+            name) or ``underscore`` (mmaction2's renamed per-label folders: spaces -> ``_``, parentheses -> ``-``).
         **kwargs: see :class:`common.data.video_dataset.VideoDataModule`.
     """
 
@@ -132,6 +143,7 @@ class Kinetics400DataModule(VideoDataModule):
         if class_folder_style not in ("original", "underscore"):
             raise ValueError(f"class_folder_style must be original or underscore, got {class_folder_style!r}")
         self.class_folder_style = class_folder_style
+        self._folder_exists: dict[str, bool] = {}
 
     def _path(self, name: str) -> Path:
         p = Path(name).expanduser()
@@ -153,21 +165,37 @@ class Kinetics400DataModule(VideoDataModule):
 
         return write_kinetics400(out, **{"progress": False, **kwargs})
 
-    def _folder_label(self, label: str) -> str:
-        return label.replace(" ", "_") if self.class_folder_style == "underscore" else label
+    def _video_path(self, row: dict[str, Any]) -> str:
+        """The video of a CSV row; with ``class_folder_style: underscore`` the ``{label}`` spelling whose folder
+        exists: mmaction2's Kinetics-400 script (spaces -> ``_``, parentheses -> ``-``) or its Kinetics-600/700
+        script (spaces -> ``_`` only)."""
+        if self.class_folder_style == "original":
+            return str(self.root / self.csv_video_template.format(**row))
+        candidates = [str(self.root / self.csv_video_template.format(**{**row, "label": name}))
+                      for name in _underscore_names(row["label"])]
+        for video in candidates:
+            parent = os.path.dirname(video)
+            if parent not in self._folder_exists:
+                self._folder_exists[parent] = os.path.isdir(parent)
+            if self._folder_exists[parent]:
+                return video
+        return candidates[0]
 
     def missing_video_hint(self, missing: list[VideoSample]) -> str:
-        """Name a missing class folder whose other spelling (spaces vs ``_``) exists, with the option that fits."""
+        """Name a missing class folder whose other spelling exists, with the ``class_folder_style`` that fits."""
         if self.annotation != "csv" or "{label" not in self.csv_video_template:
             return ""
         gone = sorted({Path(s.path).parent for s in missing if not Path(s.path).parent.is_dir()})
         for folder in gone:
-            for other, style in ((folder.name.replace(" ", "_"), "underscore"), (folder.name.replace("_", " "),
-                                                                                   "original")):
+            if self.class_folder_style == "original":
+                others, style = _underscore_names(folder.name), "underscore"
+            else:
+                others, style = [folder.name.replace("_", " ")], "original"
+            for other in others:
                 if other != folder.name and (folder.parent / other).is_dir():
                     return (f"Class folder {folder} does not exist but {folder.parent / other} does: set "
-                            f"class_folder_style: {style}" + (" (mmaction2's renamed per-label folders, spaces "
-                                                              "replaced by _)" if style == "underscore" else ""))
+                            f"class_folder_style: {style}" + (" (mmaction2's renamed per-label folders)"
+                                                              if style == "underscore" else ""))
         if gone:
             return (f"Class folder {gone[0]} does not exist; if the videos are in mmaction2's renamed per-label "
                     "folders (spaces replaced by _), set class_folder_style: underscore")
@@ -204,8 +232,7 @@ class Kinetics400DataModule(VideoDataModule):
             index = {n: i for i, n in enumerate(names)}
             for row in read_kinetics_csv(path):
                 try:
-                    fields = {**row, "label": self._folder_label(row["label"])}
-                    video = str(self.root / self.csv_video_template.format(**fields))
+                    video = self._video_path(row)
                 except (KeyError, ValueError) as err:
                     raise ValueError(f"csv_video_template {self.csv_video_template!r} does not fit {path}: {err}") from err
                 if row["label"] not in index:

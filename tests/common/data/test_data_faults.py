@@ -198,16 +198,27 @@ def test_ssv2_same_id_two_labels_is_an_error_naming_both(ssv2: Path, tmp_path: P
 
 
 def _mmaction2_layout(k400: Path, tmp_path: Path) -> Path:
-    """The official CSV over per-label folders renamed as mmaction2's tools leave them ('red circle' -> red_circle)."""
+    """The official CSV over per-label folders renamed as mmaction2's Kinetics-400 script leaves them: spaces -> _,
+    parentheses -> - ('red circle' -> red_circle; one class gets a Kinetics-style '(not cat)' suffix)."""
     root = tmp_path / "k400_mm"
-    shutil.copytree(k400 / "annotations", root / "annotations")
+    (root / "annotations").mkdir(parents=True)
+    first = None
     for split in ("train", "val"):
-        with open(root / "annotations" / f"{split}.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                name = f"{row['youtube_id']}_{int(row['time_start']):06d}_{int(row['time_end']):06d}.mp4"
-                dst = root / split / row["label"].replace(" ", "_") / name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(k400 / split / name, dst)
+        with open(k400 / "annotations" / f"{split}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        first = first or rows[0]["label"]
+        for row in rows:
+            if row["label"] == first:
+                row["label"] = f"{first} (not cat)"
+            name = f"{row['youtube_id']}_{int(row['time_start']):06d}_{int(row['time_end']):06d}.mp4"
+            folder = row["label"].replace(" ", "_").replace("(", "-").replace(")", "-")
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(k400 / split / name, root / split / folder / name)
+        with open(root / "annotations" / f"{split}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    assert (root / "train" / f"{first.replace(' ', '_')}_-not_cat-").is_dir()
     return root
 
 
@@ -227,8 +238,10 @@ def test_k400_csv_over_mmaction2_renamed_class_folders(k400: Path, tmp_path: Pat
     dm.setup("fit")
     assert len(dm.datasets["train"]) == K400_CLASSES * 3 and not dm.setup_skips
     lists = _k400(k400)
-    by_name = {Path(s.path).name: s.label for s in lists.load_split("val")}
-    assert {Path(s.path).name: s.label for s in dm.datasets["val"].samples} == by_name  # same labels
+    names, list_names = dm.info["class_names"], lists.info["class_names"]
+    expect = {Path(s.path).name: list_names[s.label] for s in lists.load_split("val")}
+    got = {Path(s.path).name: names[s.label].removesuffix(" (not cat)") for s in dm.datasets["val"].samples}
+    assert got == expect  # every video found, with its class
     with pytest.raises(ValueError, match="class_folder_style"):
         _k400(root, class_folder_style="dash", **kw)
 
