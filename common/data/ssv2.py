@@ -86,6 +86,7 @@ class SSv2DataModule(VideoDataModule):
     default_dirname = "ssv2"
     synth_command = "ssv2"
     dataset_name = "Something-Something-v2"
+    check_duplicates = True
 
     def __init__(
         self,

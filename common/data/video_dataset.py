@@ -192,6 +192,9 @@ class VideoDataModule(CVDataModule):
     #: folder name under ``outputs/data`` and the ``python -m common.data.synth`` command that writes it
     default_dirname: str = ""
     dataset_name: str = "video dataset"
+    #: a video listed twice: warned and counted once (same label) or an error naming both labels (SSv2's JSON
+    #: keys videos by id); off where repeated lines are meant (K400-style lists built by repetition)
+    check_duplicates: bool = False
 
     def __init__(
         self,
@@ -283,11 +286,12 @@ class VideoDataModule(CVDataModule):
         return ""
 
     def _drop_unusable(self, split: str, samples: list[VideoSample], where: str) -> list[VideoSample]:
-        """Leave out repeated lines (same label) and videos that do not exist (checked for every listed path)."""
-        names = self.all_class_names
-        samples, repeated = find_duplicates(samples, names, where)
-        for s in repeated:
-            self.record_setup_skip(split, s.path, "duplicate", f"listed twice in {where}")
+        """Leave out videos that do not exist (checked for every listed path) and, with :attr:`check_duplicates`,
+        repeated lines."""
+        if self.check_duplicates:
+            samples, repeated = find_duplicates(samples, self.all_class_names, where)
+            for s in repeated:
+                self.record_setup_skip(split, s.path, "duplicate", f"listed twice in {where}")
         exists = check_paths_exist([s.path for s in samples])
         missing = [s for s, ok in zip(samples, exists) if not ok]
         if missing and self.on_error == "raise":

@@ -161,6 +161,9 @@ def test_a_few_missing_videos_are_left_out_and_counted(k400: Path, tmp_path: Pat
         strict.setup("validate")
     with pytest.raises(ValueError, match="max_missing_fraction"):
         _k400(root, max_missing_fraction=1.5)
+    # K400-style lists may repeat lines on purpose (a list built by repetition): kept, not counted
+    (root / "rep.txt").write_text("\n".join(lines[1:] * 2) + "\n")
+    assert len(_k400(root, val_file="rep.txt").build_dataset("val")) == 2 * (len(lines) - 1)
 
 
 def _ssv2_copy(ssv2: Path, tmp_path: Path) -> Path:
