@@ -63,7 +63,7 @@ def throughput(root: Path, backend: str, frames: int, input_size: int, workers: 
     bench_list.write_text("\n".join((lines * (need // len(lines) + 1))[:need]) + "\n")
     torch.manual_seed(0)
     dm = Kinetics400DataModule(root=str(root), train_file=str(bench_list), backend=backend, num_frames=frames,
-                               input_size=input_size, recipe="st_adapter_k400", sampling="segment",
+                               input_size=input_size, recipe="short_side_jitter", sampling="segment",
                                num_workers=workers, batch_size=batch_size)
     dm.setup("fit")
     clips, start = 0, None

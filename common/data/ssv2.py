@@ -20,7 +20,7 @@ Default layout (what ``python -m common.data.synth ssv2 --out ROOT`` writes; the
 mmaction2's names (``something-something-v2-labels.json`` ...) are found too. A video id listed twice with the same
 class is warned and counted once as ``duplicate``; the same id with two different classes is an error naming both. The test split is the validation
 split (the official test set has no public labels). SSv2 has left/right classes: never train it with a flip
-(the ``st_adapter_ssv2`` recipe has none; a recipe with ``hflip > 0`` is refused unless ``allow_flip: true``).
+(the ``randaugment_noflip`` recipe, ST-Adapter's, has none; a recipe with ``hflip > 0`` is refused unless ``allow_flip: true``).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class SSv2DataModule(VideoDataModule):
         class_file: str = "labels.csv",
         video_ext: str = ".webm",
         allow_flip: bool = False,
-        recipe: str = "st_adapter_ssv2",
+        recipe: str = "randaugment_noflip",
         segment_style: Literal["tsn", "uniform"] = "uniform",
         **kwargs: Any,
     ) -> None:

@@ -174,7 +174,8 @@ class VideoDataModule(CVDataModule):
         num_frames: frames per clip T.
         sampling: ``segment`` (TSN) or ``dense``; ``segment_style`` ``tsn`` (ViFi-CLIP) or ``uniform``
             (ST-Adapter SSv2); ``frame_interval`` for dense.
-        recipe: transform recipe (``vificlip``, ``st_adapter_k400``, ``st_adapter_ssv2``); ``input_size`` S;
+        recipe: transform recipe (``multiscale_crop``, ``short_side_jitter``, ``randaugment_noflip``: see
+            :mod:`common.data.video_transforms`); ``input_size`` S;
             ``transform_args`` overrides any :class:`VideoTransform` field (e.g. ``{normalize: clip}``).
         val_clips, val_crops, test_clips, test_crops: evaluation views (crops 1 or 3).
         class_split: ``all``, ``base`` or ``novel`` (seeded by ``split_seed``, ``base_fraction`` of the classes
@@ -204,7 +205,7 @@ class VideoDataModule(CVDataModule):
         sampling: Literal["segment", "dense"] = "segment",
         segment_style: Literal["tsn", "uniform"] = "tsn",
         frame_interval: int = 16,
-        recipe: str = "vificlip",
+        recipe: str = "multiscale_crop",
         input_size: int = 224,
         transform_args: dict[str, Any] | None = None,
         val_clips: int = 1,

@@ -1,4 +1,4 @@
-"""Clip-consistent video transforms for the two papers' recipes (ViFi-CLIP and ST-Adapter), chosen in config.
+"""Clip-consistent video transforms: the published video recipes (ViFi-CLIP's, ST-Adapter's), chosen in config.
 
 A transform takes a clip as uint8 ``(T, H, W, 3)`` (what :mod:`common.data.video` returns) and returns float32
 ``(T, 3, S, S)``, normalised. Every random choice (crop box, scale, flip, colour factors, RandAugment ops) is
@@ -6,18 +6,19 @@ drawn **once per clip** from the ``numpy.random.Generator`` passed in and applie
 between frames is never an artefact of augmentation. Test views: :meth:`VideoTransform.eval_views` gives 1 centre
 crop or 3 crops along the long side, ``(num_crops, T, 3, S, S)``.
 
-Recipes (:meth:`VideoTransform.preset`; ``size`` 224 in the papers, 32-64 px in the tiny presets):
+Recipes (:meth:`VideoTransform.preset`; named by what they do; ``size`` 224 in the papers, 32-64 px in the tiny
+presets):
 
-``vificlip`` (ViFi-CLIP / X-CLIP, [code]): resize short side to ``int(256/224 * size)``; MultiScaleCrop with scales
+``multiscale_crop`` (ViFi-CLIP / X-CLIP, [code]): resize short side to ``int(256/224 * size)``; MultiScaleCrop with scales
   (1, .875, .75, .66) of the short side, width/height scale levels at most 1 apart, one of 5 fixed positions
   (corners + centre), resized to ``size x size``; hflip 0.5; ColorJitter(brightness .4, contrast .4, saturation
   .2, hue .1) with p 0.8; grayscale p 0.2; ImageNet mean/std (the code's 0-255 constants divided by 255 give the
   same numbers). Test: short side ``int(256/224*size)`` + centre crop; 3 crops after short side ``size``. The
   released code re-draws the ColorJitter factors for every frame (``color_jitter_per_frame=True`` reproduces
   that); the default here is one draw per clip.
-``st_adapter_k400`` (ST-Adapter K400, [code]): short side jittered uniformly in ``[size, 1.15 size]`` (224-258),
+``short_side_jitter`` (ST-Adapter on K400, [code]): short side jittered uniformly in ``[size, 1.15 size]`` (224-258),
   random ``size`` crop, hflip 0.5, CLIP mean/std, bicubic. Test: short side ``size`` + centre or 3 crops.
-``st_adapter_ssv2`` (ST-Adapter SSv2, [code]): RandAugment ``rand-m7-n4-mstd0.5-inc1`` (timm, the same ops for all
+``randaugment_noflip`` (ST-Adapter on SSv2, [code]): RandAugment ``rand-m7-n4-mstd0.5-inc1`` (timm, the same ops for all
   frames) on the decoded frames, then RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3); **no flip**
   (SSv2 has left/right classes); CLIP mean/std, bicubic. Test as K400.
 
@@ -303,17 +304,17 @@ def _to_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.permute(0, 3, 1, 2).contiguous()
 
 
-#: field values of each paper recipe (``size`` is set by the caller)
+#: field values of each recipe (``size`` is set by the caller); the module docstring says whose each is
 RECIPES: dict[str, dict[str, Any]] = {
-    "vificlip": dict(
+    "multiscale_crop": dict(
         train_crop="multiscale", scales=(1.0, 0.875, 0.75, 0.66), hflip=0.5, color_jitter=0.8, grayscale=0.2,
         normalize="imagenet", interpolation="bilinear",
     ),
-    "st_adapter_k400": dict(
+    "short_side_jitter": dict(
         train_crop="short_side_jitter", jitter_range=(1.0, 1.15), hflip=0.5, normalize="clip",
         interpolation="bicubic",
     ),
-    "st_adapter_ssv2": dict(
+    "randaugment_noflip": dict(
         train_crop="random_resized", rrc_scale=(0.08, 1.0), hflip=0.0, rand_augment="rand-m7-n4-mstd0.5-inc1",
         normalize="clip", interpolation="bicubic",
     ),

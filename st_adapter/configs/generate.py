@@ -109,10 +109,10 @@ def settings() -> list[Setting]:
 def _data(s: Setting) -> dict[str, Any]:
     if s.dataset == "k400":
         stride = {"paper": 16 if s.frames == 8 else 4, "tiny": 2, "smoke": 2}[s.preset]
-        d: dict[str, Any] = {"sampling": "dense", "frame_interval": stride, "recipe": "st_adapter_k400",
+        d: dict[str, Any] = {"sampling": "dense", "frame_interval": stride, "recipe": "short_side_jitter",
                              "val_clips": 3, "val_crops": 1, "test_clips": 3, "test_crops": 1}
     else:
-        d = {"sampling": "segment", "segment_style": "uniform", "recipe": "st_adapter_ssv2",
+        d = {"sampling": "segment", "segment_style": "uniform", "recipe": "randaugment_noflip",
              "val_clips": 1, "val_crops": 3, "test_clips": 1, "test_crops": 3}
     d = {"root": None, "num_frames": s.frames, **d}
     if s.preset == "paper":

@@ -32,9 +32,9 @@ def test_paper_settings_follow_the_official_recipe() -> None:
     assert ssv2["model"]["init_args"]["adapter_positions"] == ["pre_attn", "pre_mlp"]
     kd, sd = k400["data"]["init_args"], ssv2["data"]["init_args"]
     assert (kd["sampling"], kd["frame_interval"], kd["recipe"], kd["test_crops"], kd["test_clips"]) == \
-        ("dense", 16, "st_adapter_k400", 1, 3)
+        ("dense", 16, "short_side_jitter", 1, 3)
     assert (sd["sampling"], sd["segment_style"], sd["recipe"], sd["test_crops"], sd["test_clips"]) == \
-        ("segment", "uniform", "st_adapter_ssv2", 3, 1)
+        ("segment", "uniform", "randaugment_noflip", 3, 1)
     assert k400["trainer"]["max_epochs"] == 12 and ssv2["trainer"]["max_epochs"] == 50
     # ViT-L/14 and 32 frames exist for both datasets
     for name in ("paper/k400/vit-l14_8f_24x384.yaml", "paper/k400/vit-l14_32f_24x384.yaml",

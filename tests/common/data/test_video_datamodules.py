@@ -181,8 +181,8 @@ def test_base_novel_split_and_few_shot(k400: Path) -> None:
 
 def test_ssv2_refuses_flipping_recipes(ssv2: Path) -> None:
     with pytest.raises(ValueError, match="left/right"):
-        _ssv2(ssv2, recipe="vificlip")
-    assert _ssv2(ssv2, recipe="vificlip", transform_args={"hflip": 0.0}).transform.hflip == 0.0
+        _ssv2(ssv2, recipe="multiscale_crop")
+    assert _ssv2(ssv2, recipe="multiscale_crop", transform_args={"hflip": 0.0}).transform.hflip == 0.0
 
 
 # -- bad input -------------------------------------------------------------------------------------------------------

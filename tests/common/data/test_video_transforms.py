@@ -53,14 +53,14 @@ def test_same_generator_seed_same_output_and_global_random_untouched(recipe: str
 
 def test_ssv2_recipe_never_flips_vificlip_flips_about_half() -> None:
     clip = _left_right_clip()
-    ssv2 = VideoTransform.preset("st_adapter_ssv2", size=32, rand_augment=None, rrc_scale=(1.0, 1.0),
+    ssv2 = VideoTransform.preset("randaugment_noflip", size=32, rand_augment=None, rrc_scale=(1.0, 1.0),
                                  rrc_ratio=(56 / 40, 56 / 40))
     flipped = 0
     for seed in range(60):
         y = ssv2(clip, np.random.default_rng(seed))
         flipped += int(y[0, :, :, :8].mean() > y[0, :, :, -8:].mean())
     assert flipped == 0
-    vifi = VideoTransform.preset("vificlip", size=32, color_jitter=0.0, grayscale=0.0, scales=(1.0,))
+    vifi = VideoTransform.preset("multiscale_crop", size=32, color_jitter=0.0, grayscale=0.0, scales=(1.0,))
     flips = [bool(vifi(clip, np.random.default_rng(s))[0, :, :, :4].mean() > 0) for s in range(200)]
     assert 70 < sum(flips) < 130
 
@@ -69,7 +69,7 @@ def test_eval_views_center_and_three_crops() -> None:
     # horizontal ramp: column value = x, so crops are identifiable by their mean
     h, w = 32, 96
     ramp = np.broadcast_to(np.linspace(0, 255, w).astype(np.uint8)[None, None, :, None], (3, h, w, 3)).copy()
-    tf = VideoTransform.preset("st_adapter_k400", size=32)
+    tf = VideoTransform.preset("short_side_jitter", size=32)
     one = tf.eval_views(ramp, 1)
     three = tf.eval_views(ramp, 3)
     assert one.shape == (1, 3, 3, 32, 32) and three.shape == (3, 3, 3, 32, 32)
@@ -83,10 +83,10 @@ def test_eval_views_center_and_three_crops() -> None:
 
 
 def test_vificlip_eval_resizes_short_side_to_256_over_224() -> None:
-    tf = VideoTransform.preset("vificlip", size=224)
+    tf = VideoTransform.preset("multiscale_crop", size=224)
     assert tf.resize_short == 256 and tf.eval_resize == 256
-    assert VideoTransform.preset("st_adapter_k400", size=224).eval_resize == 224
-    assert VideoTransform.preset("vificlip", size=56).resize_short == 64
+    assert VideoTransform.preset("short_side_jitter", size=224).eval_resize == 224
+    assert VideoTransform.preset("multiscale_crop", size=56).resize_short == 64
 
 
 def test_normalisation_constants() -> None:
@@ -103,7 +103,7 @@ def test_normalisation_constants() -> None:
 
 
 def test_multiscale_crop_boxes_follow_the_scales() -> None:
-    tf = VideoTransform.preset("vificlip", size=32)
+    tf = VideoTransform.preset("multiscale_crop", size=32)
     rng = np.random.default_rng(0)
     boxes = {tf.multiscale_box(64, 80, rng) for _ in range(300)}
     levels = {int(64 * s): i for i, s in enumerate(tf.scales)}  # 64, 56, 48, 42
@@ -114,13 +114,13 @@ def test_multiscale_crop_boxes_follow_the_scales() -> None:
         ws, hs = (80 - w) // 4, (64 - h) // 4
         assert (left, top) in {(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)}
     # a crop within 3 px of the input size snaps to it
-    tf224 = VideoTransform.preset("vificlip", size=224)
+    tf224 = VideoTransform.preset("multiscale_crop", size=224)
     assert {h for _, _, h, _ in (tf224.multiscale_box(256, 340, rng) for _ in range(200))} == {256, 224, 192, 168}
 
 
 def test_color_jitter_per_frame_option_breaks_consistency() -> None:
     same = np.repeat(_clip(1), 4, axis=0)
-    tf = VideoTransform.preset("vificlip", size=32, color_jitter=1.0, color_jitter_per_frame=True, grayscale=0.0)
+    tf = VideoTransform.preset("multiscale_crop", size=32, color_jitter=1.0, color_jitter_per_frame=True, grayscale=0.0)
     y = tf(same, np.random.default_rng(0))
     assert not torch.equal(y[0], y[1])
 
