@@ -197,11 +197,17 @@ class CVDataModule(pl.LightningDataModule):
                     f"--out {root}")
         return DatasetLayoutError(msg)
 
+    #: setup-time skips of one split warned one by one; beyond, one summary warning (real datasets miss thousands)
+    max_setup_warnings: int = 20
+
     def record_setup_skip(self, split: str, path: str, reason: str, detail: str = "", warn: bool = True) -> None:
-        """A sample of ``split`` left out at setup: kept for the ``data/skipped`` count, warned once per file."""
+        """A sample of ``split`` left out at setup: kept for the ``data/skipped`` count, warned once per file (the
+        first :attr:`max_setup_warnings` of a split; :meth:`dataset` sums up the rest)."""
         rec = SkippedSample(-1, str(path), reason, detail)
         self.setup_skips.setdefault(split, []).append(rec)
         key = (rec.path, reason)
+        if len(self.setup_skips[split]) > self.max_setup_warnings:
+            return
         if warn and key not in self._warned:
             self._warned.add(key)
             warnings.warn(rec.message(), SkippedSampleWarning, stacklevel=3)
@@ -245,6 +251,14 @@ class CVDataModule(pl.LightningDataModule):
             self.listed.pop(split, None)
             ds = self.build_dataset(split)
             self.check_missing(split, ds)
+            skips = self.setup_skips.get(split, [])
+            if len(skips) > self.max_setup_warnings:
+                reasons: dict[str, int] = {}
+                for s in skips:
+                    reasons[s.reason] = reasons.get(s.reason, 0) + 1
+                warnings.warn(f"{self.dataset_name}: {len(skips)} samples of the {split} split left out at setup "
+                              f"({', '.join(f'{n} {r}' for r, n in sorted(reasons.items()))}); the first "
+                              f"{self.max_setup_warnings} were named above", SkippedSampleWarning, stacklevel=2)
             self.datasets[split] = ds
         return self.datasets[split]
 

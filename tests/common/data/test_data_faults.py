@@ -348,3 +348,18 @@ def test_ddp_sums_skipped_over_ranks_and_counts_setup_skips_once(k400: Path, tmp
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = json.loads(out.read_text())
     assert metrics["data/skipped"] == 5.0 and metrics["data/skipped_val"] == 5.0
+
+
+def test_setup_skips_of_a_real_sized_split_are_summed_up_not_warned_one_by_one() -> None:
+    class Listed(CVDataModule):
+        def build_dataset(self, split: str) -> list[dict[str, Any]]:
+            for i in range(30):  # K400 misses thousands of its YouTube videos: 30 of 100 here
+                self.record_setup_skip(split, f"/k400/{split}/v{i}.mp4", "missing")
+            return [{"x": torch.zeros(1)}] * 70
+
+    with pytest.warns(SkippedSampleWarning) as rec:
+        dm = Listed()
+        dm.setup("validate")
+    messages = [str(w.message) for w in rec]
+    assert len(messages) == 21 and "30 samples of the val split left out at setup (30 missing)" in messages[-1]
+    assert len(dm.setup_skipped("validate")) == 30  # all counted
