@@ -3,7 +3,7 @@
 A :class:`lightning.pytorch.cli.LightningCLI` subclass in subclass mode (a YAML picks ``model.class_path`` and
 ``data.class_path``) that gives every run, without any YAML:
 
-* an MLflow logger (:class:`common.tracking.CVMLFlowLogger`) with tags (paper, setting, preset, git sha, command),
+* an MLflow logger (:class:`common.loggers.CVMLFlowLogger`) with tags (paper, setting, preset, git sha, command),
   the resolved config uploaded as ``config.yaml`` and flattened as params (rank 0 only);
 * ModelCheckpoint (``last.ckpt`` + the best on the model's ``monitor``) under ``outputs/<experiment>/<run name>/``;
 * LearningRateMonitor, a rich progress bar (step count for step-limited runs), parameter budget, throughput/peak memory, the non-finite loss guard;
@@ -34,6 +34,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from common import tracking
+from common.loggers import CVMLFlowLogger
 from common.callbacks import (
     NonFiniteLossError,
     NonFiniteLossGuard,
@@ -103,7 +104,7 @@ class MLflowConfigSaver(SaveConfigCallback):
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         text = self.parser.dump(self.config, skip_none=False)
         for logger in trainer.loggers:
-            if isinstance(logger, tracking.CVMLFlowLogger):
+            if isinstance(logger, CVMLFlowLogger):
                 logger.log_text(text, "config.yaml")
                 cfg = {k: v for k, v in self.config.as_dict().items() if k not in ("config", "run", "ckpt_path")}
                 logger.log_hyperparams(cfg)
@@ -242,7 +243,7 @@ class CVInWCLI(LightningCLI):
             if run.parent_run_id:
                 tags[tracking.PARENT_TAG] = run.parent_run_id
             run_id = self._resume_run_id or os.environ.get(_RUN_ID_ENV) or None
-            config["logger"] = tracking.CVMLFlowLogger(experiment, run_name=self._run_name, tags=tags,
+            config["logger"] = CVMLFlowLogger(experiment, run_name=self._run_name, tags=tags,
                                                       run_id=run_id)
         defaults: list[pl.Callback] = []
         model = self.model
@@ -282,7 +283,7 @@ class CVInWCLI(LightningCLI):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if isinstance(v, torch.Tensor | float | int) and torch.as_tensor(v).numel() == 1}
         run_id = next((getattr(lg, "run_id", None) for lg in trainer.loggers
-                       if isinstance(lg, tracking.CVMLFlowLogger)), None)
+                       if isinstance(lg, CVMLFlowLogger)), None)
         ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
         trainable, total = (self.model.trainable_parameter_count() if hasattr(self.model, "trainable_parameter_count")
                             else (sum(p.numel() for p in self.model.parameters() if p.requires_grad),

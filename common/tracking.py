@@ -220,13 +220,3 @@ def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict
         else:
             out[name] = value
     return out
-
-
-def __getattr__(name: str) -> Any:
-    """Transition: ``common.tracking.CVMLFlowLogger`` moved to :mod:`common.loggers`. Delete this function once
-    common/cli.py imports ``from common.loggers import CVMLFlowLogger``."""
-    if name == "CVMLFlowLogger":
-        from common.loggers import CVMLFlowLogger
-
-        return CVMLFlowLogger
-    raise AttributeError(f"module 'common.tracking' has no attribute {name!r}")
