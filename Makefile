@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install test test-fast lint mlflow-ui reproduce-polyhistor reproduce-st-adapter pretrain clean
+.PHONY: help install lock test test-fast lint mlflow-ui reproduce-polyhistor reproduce-st-adapter pretrain clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -22,14 +22,25 @@ $(VENV)/bin/python:
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# Re-installs only when pyproject.toml changes. torch/torchvision are pinned (the pair that installs here).
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	@echo "[install] torch 2.14.1 + torchvision 0.29.1 and the project (editable, with dev extras) into $(VENV)"
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+# Re-installs only when pyproject.toml or requirements.lock changes. torch/torchvision are pinned (the pair that
+# installs here); every other dependency is held at the version in requirements.lock (pip constraints), so a fresh
+# clone installs what CI tested. `make lock` refreshes the lock from a fresh resolution.
+$(STAMP): pyproject.toml requirements.lock | $(VENV)/bin/python
+	@echo "[install] torch 2.14.1 + torchvision 0.29.1 and the project (editable, with dev extras, versions from requirements.lock) into $(VENV)"
+	$(PY) -m pip install -q -c requirements.lock torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project (idempotent; fast when nothing changed)
+
+lock: ## re-resolve every dependency at its newest allowed version in a scratch venv and write requirements.lock
+	rm -rf .venv-lock && $(PYTHON_SYS) -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	.venv-lock/bin/python -m pip install -q -e '.[dev]'
+	@{ echo "# Exact versions make install uses (pip constraints). Refresh with: make lock"; \
+	   .venv-lock/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort; } > requirements.lock
+	rm -rf .venv-lock
+	@echo "requirements.lock: $$(grep -vc '^#' requirements.lock) pinned packages"
 
 test: install ## run the whole test suite (offline, temporary MLflow store)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
