@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from common.data.synth import world
-from common.metrics.panoptic import rgb2id
+from common.metrics.panoptic import id2rgb, rgb2id
 from common.paths import data_dir
 
 #: (split folder, first image id): image ids are unique across splits, as in COCO
@@ -191,7 +191,7 @@ def render_panoptic_sample(
         m = np.isin(scene.instance, [i for i in crowd_ids if i in by_id])
         name = spec.objects[n_regular].shape
         add(m, name, 1)
-    colours = np.stack([pan % 256, (pan // 256) % 256, pan // 65536], axis=-1).astype(np.uint8)
+    colours = id2rgb(pan)
     return scene.image, colours, segments
 
 

@@ -29,13 +29,9 @@ from common.data.coco_panoptic import (
 from common.data.synth import world
 from common.data.synth.__main__ import main as synth_main
 from common.data.synth.coco_panoptic import write_coco_panoptic
+from common.metrics.panoptic import load_panoptic_png, rgb2id
 
 H, W = 40, 48
-
-
-def rgb2id(path: Path) -> np.ndarray:
-    a = np.asarray(Image.open(path).convert("RGB")).astype(np.int64)
-    return a[..., 0] + 256 * a[..., 1] + 65536 * a[..., 2]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +86,7 @@ def test_writer_segments_match_pngs(root):
         for ann in doc["annotations"]:
             im = images[ann["image_id"]]
             assert Image.open(root / split / im["file_name"]).size == (W, H) == (im["width"], im["height"])
-            pan = rgb2id(root / f"annotations/panoptic_{split}" / ann["file_name"])
+            pan = load_panoptic_png(root / f"annotations/panoptic_{split}" / ann["file_name"])
             listed = {s["id"] for s in ann["segments_info"]}
             assert set(np.unique(pan).tolist()) - {0} == listed
             stuff_cats = [s["category_id"] for s in ann["segments_info"] if not isthing[s["category_id"]]]
@@ -101,8 +97,7 @@ def test_writer_segments_match_pngs(root):
                 assert s["area"] == m.sum()
                 assert s["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
                 if not isthing[s["category_id"]]:  # stuff segment id = its category colour (panopticapi)
-                    r, g, b = colour_of[s["category_id"]]
-                    assert s["id"] == r + 256 * g + 65536 * b
+                    assert s["id"] == rgb2id(np.array([[colour_of[s["category_id"]]]], dtype=np.uint8))[0, 0]
                     stuff_seen += 1
                 crowd += s["iscrowd"]
                 if s["iscrowd"]:
@@ -265,8 +260,8 @@ def _dataset(root: Path, on_error: str) -> COCOPanopticDataset:
 def test_png_id_missing_from_json(broken):
     doc = _edit_json(broken, lambda d: d["annotations"][2]["segments_info"].pop(0))
     ann = doc["annotations"][2]
-    missing = set(rgb2id(broken / "annotations/panoptic_val2017" / ann["file_name"]).flatten().tolist()) - {0} - {
-        s["id"] for s in ann["segments_info"]}
+    pan = load_panoptic_png(broken / "annotations/panoptic_val2017" / ann["file_name"])
+    missing = set(pan.flatten().tolist()) - {0} - {s["id"] for s in ann["segments_info"]}
     ds = _dataset(broken, "raise")
     with pytest.raises(PanopticDataError, match=f"segment id {missing.pop()} is in the PNG") as err:
         ds[2]
