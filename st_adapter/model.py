@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from common.models import clip_vit
+from common.peft.accounting import count_parameters
 from st_adapter.adapter import POSITIONS, AdapterPlacement, STAdapter
 
 __all__ = ["METHODS", "DTYPES", "VideoViT", "build_video_vit", "average_view_softmax", "load_visual"]
@@ -162,9 +163,10 @@ class VideoViT(nn.Module):
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters split into adapters / head / backbone, and the total of the model."""
-        count = lambda mod: sum(p.numel() for p in mod.parameters() if p.requires_grad)  # noqa: E731
-        return {"adapters": count(self.adapters), "head": count(self.head), "backbone": count(self.backbone),
-                "total": sum(p.numel() for p in self.parameters())}
+        return {"adapters": count_parameters(self.adapters, trainable_only=True),
+                "head": count_parameters(self.head, trainable_only=True),
+                "backbone": count_parameters(self.backbone, trainable_only=True),
+                "total": count_parameters(self)}
 
 
 def average_view_softmax(logits: torch.Tensor, num_views: int) -> torch.Tensor:
