@@ -35,7 +35,14 @@ from common.models import clip_vit
 from common.peft.accounting import count_parameters
 from st_adapter.adapter import POSITIONS, AdapterPlacement, STAdapter
 
-__all__ = ["METHODS", "DTYPES", "VideoViT", "build_video_vit", "average_view_softmax", "load_visual"]
+__all__ = [
+    "METHODS",
+    "DTYPES",
+    "VideoViT",
+    "build_video_vit",
+    "average_view_softmax",  # noqa: F822 (common.module's, re-exported by __getattr__)
+    "load_visual",
+]
 
 Method = Literal["st_adapter", "linear_probe", "full_finetune"]
 METHODS: tuple[str, ...] = ("st_adapter", "linear_probe", "full_finetune")
@@ -169,13 +176,14 @@ class VideoViT(nn.Module):
                 "total": count_parameters(self)}
 
 
-def average_view_softmax(logits: torch.Tensor, num_views: int) -> torch.Tensor:
-    """``(B*V, K)`` logits of ``V`` consecutive views per video -> ``(B, K)`` mean of the per-view softmax (fp32),
-    the official multi-view evaluation (softmax first, then the average)."""
-    if num_views < 1 or logits.shape[0] % num_views:
-        raise ValueError(f"{logits.shape[0]} rows are not a multiple of num_views={num_views}")
-    probs = logits.float().softmax(dim=-1)
-    return probs.reshape(-1, num_views, probs.shape[-1]).mean(dim=1)
+def __getattr__(name: str):
+    """``average_view_softmax`` is :func:`common.module.average_view_softmax` (softmax per view, then the mean: the
+    official multi-view evaluation), re-exported lazily: ``common.module`` imports Lightning, this file does not."""
+    if name == "average_view_softmax":
+        from common.module import average_view_softmax
+
+        return average_view_softmax
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_visual(arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> nn.Module:
