@@ -51,9 +51,8 @@ test-fast: install ## tests without the slow (DDP, server, pretraining) ones
 lint: install ## ruff
 	$(VENV)/bin/ruff check .
 
-mlflow-ui: install ## serve the MLflow store (sqlite:///mlflow.db) on http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
-		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
+mlflow-ui: install ## serve the MLflow store (sqlite:///mlflow.db) on http://127.0.0.1:5000 and print each experiment's runs address
+	$(PY) -m common.mlflow_ui --host 127.0.0.1 --port 5000
 
 pretrain: install ## build the four ShapesWorld-pretrained tiny backbones into outputs/pretrained/
 	$(PY) -m common.data.synth pretrain --all

@@ -130,6 +130,16 @@ def _get_or_create_on(uri: str, name: str) -> str:
         return exp.experiment_id
 
 
+def runs_url(base_url: str, experiment_id: str) -> str:
+    """The MLflow UI address of an experiment's runs list (``base_url`` e.g. ``http://127.0.0.1:5000``)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI address of one run."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def sanitize_name(name: str) -> str:
     """Make ``name`` a legal MLflow metric/param key (only [A-Za-z0-9_/. -])."""
     return _NAME_OK.sub("_", name)
