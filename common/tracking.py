@@ -1,6 +1,6 @@
 """MLflow tracking for cvinw: where the store is, how runs are named and tagged, parent/child runs.
 
-Defaults (DESIGN.md §4): a SQLite store ``sqlite:///<repo>/mlflow.db`` with artifacts under ``<repo>/mlartifacts/``.
+Defaults: a SQLite store ``sqlite:///<repo>/mlflow.db`` with artifacts under ``<repo>/mlartifacts/``.
 ``MLFLOW_TRACKING_URI`` overrides the store (an ``http://`` ``mlflow server`` URL works the same; the server then
 decides where artifacts go); ``CVINW_ARTIFACTS`` overrides the local artifact root.
 
@@ -21,7 +21,7 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,18 +162,40 @@ def git_sha(short: bool = False) -> str:
         return "unknown"
 
 
-def command_line(args: list[str] | None = None) -> str:
-    """The command that started this run, as a shell would write it (``args`` replace ``sys.argv[1:]``)."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    prog = "python -m " + spec.name.removesuffix(".__main__") if spec else sys.argv[0]
-    return " ".join([prog, *map(shlex.quote, sys.argv[1:] if args is None else args)])
+def _shown_path(value: str) -> str:
+    """An argument that names an existing file or folder, as a command run from the project root would write it:
+    relative to the root when inside it, else absolute; any other value unchanged."""
+    try:
+        path = Path(value).expanduser()
+        if not value or not path.exists():
+            return value
+        path = path.resolve()
+        root = project_root().resolve()
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    except (OSError, ValueError):
+        return value
+
+
+def command_line(args: list[str] | None = None, prog: str | None = None) -> str:
+    """The command that started this run as a user pastes it in a shell at the project root: ``prog`` (default
+    ``python -m <the __main__ package>``) and ``args`` (default ``sys.argv[1:]``), with paths of existing files
+    written relative to the project root (``--config polyhistor/configs/smoke/lora.yaml``) and shell-quoted."""
+    if prog is None:
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        prog = "python -m " + spec.name.removesuffix(".__main__") if spec else sys.argv[0]
+    shown = []
+    for arg in (sys.argv[1:] if args is None else args):
+        key, eq, value = arg.partition("=")
+        shown.append(f"{key}={_shown_path(value)}" if eq and arg.startswith("--") else _shown_path(arg))
+    return " ".join([prog, *map(shlex.quote, shown)])
 
 
 def base_tags(paper: str | None = None, setting: str | None = None, preset: str | None = None,
-              extra: Mapping[str, Any] | None = None, args: list[str] | None = None) -> dict[str, str]:
+              extra: Mapping[str, Any] | None = None, args: list[str] | None = None,
+              prog: str | None = None) -> dict[str, str]:
     """The tags every cvinw run carries: paper, setting, preset, git sha, command line (+ ``extra``)."""
     tags = {"paper": paper or "unknown", "setting": setting or "custom", "preset": preset or "custom",
-            "git_sha": git_sha(), "command": command_line(args)[:5000]}
+            "git_sha": git_sha(), "command": command_line(args, prog)[:5000]}
     for k, v in (extra or {}).items():
         tags[str(k)] = str(v)
     return tags
@@ -230,3 +252,64 @@ def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict
         else:
             out[name] = value
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Run naming: one rule for the CLI and the reproduce drivers, so that ``--ckpt_path last`` finds every run of a setting
+# ---------------------------------------------------------------------------------------------------------------------
+PRESETS = ("smoke", "tiny", "paper")
+#: the time stamp of a run name (``<setting slug>-<stamp>[-<n>]``)
+RUN_STAMP = "%Y%m%d-%H%M%S"
+
+
+def config_setting(config_paths: Sequence[str | Path]) -> str:
+    """The setting a config file stands for: its path under the last ``configs/`` folder without the suffix
+    (``polyhistor/configs/smoke/lora.yaml`` -> ``smoke/lora``; the first such file of several), else the first
+    file's stem, else ``custom``. The same whether a user or a reproduce driver launches the config."""
+    paths = [Path(str(p)) for p in config_paths if p is not None]
+    for p in paths:
+        parts = p.resolve().parts
+        if "configs" in parts[:-1]:
+            i = len(parts) - 1 - parts[::-1].index("configs")
+            return str(Path(*parts[i + 1:]).with_suffix(""))
+    return paths[0].stem if paths else "custom"
+
+
+def setting_preset(setting: str) -> str:
+    """The preset named in a setting (``smoke/lora`` -> ``smoke``), else ``custom``."""
+    words = re.split(r"[/_\-.]", setting)
+    return next((p for p in PRESETS if p in words), "custom")
+
+
+def run_slug(setting: str) -> str:
+    """A setting as a folder-name prefix (``smoke/lora`` -> ``smoke_lora``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", setting)
+
+
+def new_run_name(setting: str, runs_root: Path | None = None, when: float | None = None) -> str:
+    """The default name of a new run of ``setting``: ``<slug>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3`` ... when that
+    folder already exists under ``runs_root`` (two runs started in the same second)."""
+    import time
+
+    base = f"{run_slug(setting)}-{time.strftime(RUN_STAMP, time.localtime(when))}"
+    name, n = base, 1
+    while runs_root is not None and (runs_root / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def runs_of_setting(runs_root: Path, setting: str) -> list[Path]:
+    """The run folders under ``runs_root`` named by :func:`new_run_name` for ``setting`` (not those of a setting
+    whose name merely starts the same), oldest first by modification time."""
+    pattern = re.compile(re.escape(run_slug(setting)) + r"-\d{8}-\d{6}(-\d+)?")
+    if not runs_root.is_dir():
+        return []
+    found = [p for p in runs_root.iterdir() if p.is_dir() and pattern.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+def latest_checkpoint(runs_root: Path, setting: str, filename: str = "last.ckpt") -> Path | None:
+    """The most recently written ``filename`` among the runs of ``setting`` under ``runs_root`` (None if none)."""
+    files = [p / filename for p in runs_of_setting(runs_root, setting) if (p / filename).is_file()]
+    return max(files, key=lambda f: f.stat().st_mtime) if files else None

@@ -1,7 +1,7 @@
 """The rows of the Polyhistor table (Swin-T, PASCAL-Context, 4 tasks) and what each row trains.
 
-Paper figures as collected in ../shared/PAPERS.md §5 (MTLoRA's copy of the table; re-read the PDF before trusting a
-single figure). Trainable parameters in millions; metrics: semseg / human parts / saliency mIoU (%), normals mean
+Paper figures: Polyhistor's PASCAL-Context table as MTLoRA (CVPR 2024) reprints it (not yet re-read against the
+Polyhistor PDF: check a figure there before treating it as a target). Trainable parameters in millions; metrics: semseg / human parts / saliency mIoU (%), normals mean
 angular error (degrees, lower is better), Δm (%) against single-task full fine-tuning.
 """
 

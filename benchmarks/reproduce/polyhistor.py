@@ -185,6 +185,6 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               f"{time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, MLflow parent run `{parent}`; "
               f"row times summed {trained / 60:.1f} min (rows may run in parallel), {cpu / 60:.1f} min CPU. Metrics on val; Δm against our "
               "single-task rows; "
-              "paper: Swin-T on PASCAL-Context (PAPERS.md §5).")
+              "paper: Swin-T on PASCAL-Context (Polyhistor's table as MTLoRA reprints it).")
     md = markdown(rows, header)
     return md, save_table(plan, md, to_csv(rows), results_dir)

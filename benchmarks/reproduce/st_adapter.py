@@ -13,7 +13,7 @@ Data:
   ``kinetics400/`` and/or ``ssv2/``; rows of a dataset that is not given are left out (with a message).
 
 The score of a row is the multi-view top-1 accuracy on the validation split after the last epoch (``val/acc1``,
-softmax averaged over the views, the official protocol), beside the paper's ViT-B/16 figure (PAPERS.md §2).
+softmax averaged over the views, the official protocol), beside the paper's ViT-B/16 figure.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ DATASET_DIRS = {"k400": "kinetics400", "ssv2": "ssv2"}
 DATASET_LABEL = {"k400": "K400 (appearance)", "ssv2": "SSv2 (motion)"}
 METHOD_LABEL = {"st_adapter": "ST-Adapter", "linear_probe": "Linear probe (frozen, frame mean)",
                 "full_finetune": "Full fine-tuning"}
-#: paper top-1 (ViT-B/16 unless the row says otherwise) and how sure we are of it (PAPERS.md §2)
+#: paper top-1 (ViT-B/16 unless the row says otherwise) and how sure we are of it (st_adapter/README.md, 'Paper figures')
 PAPER_TOP1: dict[tuple[str, str, int, str], tuple[float, str]] = {
     ("k400", "ViT-B-16", 8, "st_adapter"): (82.0, "paper; released code 82.2"),
     ("k400", "ViT-B-16", 32, "st_adapter"): (82.7, "[?]"),
@@ -245,6 +245,6 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               f"Data: {data}; generated {time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, "
               f"MLflow parent run `{parent}`; training time of the rows {trained / 60:.1f} min. Top-1 on the "
               "validation split after the last epoch, softmax averaged over the views. The paper column is the "
-              "paper's figure on the real dataset (ViT-B/16 for the tiny rows), PAPERS.md §2.")
+              "paper's figure on the real dataset (ViT-B/16 for the tiny rows); sources in st_adapter/README.md.")
     md = markdown(rows, header)
     return md, save_table(plan, md, to_csv(rows), results_dir)

@@ -6,7 +6,7 @@ Every file is complete, so each setting runs alone::
     python -m st_adapter fit --config st_adapter/configs/paper/k400/vit-b16_8f_12x384.yaml \\
         --config common/configs/trainer/ddp-gpu.yaml --data.init_args.root /data/kinetics400
 
-Settings (the official recipe, ``linziyi96/st-adapter`` scripts and ``main.py``; PAPERS.md §2):
+Settings (the official recipe, ``linziyi96/st-adapter`` scripts and ``main.py``):
 
 * ``k400``: adapters before the MLP of every block (``12x384`` at ViT-B/16), dense sampling of 8 frames with stride
   16 (32 frames: stride 4 [ours]), short-side jitter [224, 258] + random 224 crop + flip, test 1 crop x 3 clips,
@@ -114,7 +114,8 @@ def _data(s: Setting) -> dict[str, Any]:
     else:
         d = {"sampling": "segment", "segment_style": "uniform", "recipe": "randaugment_noflip",
              "val_clips": 1, "val_crops": 3, "test_clips": 1, "test_crops": 3}
-    d = {"root": None, "num_frames": s.frames, **d}
+    # a video shorter than one clip: its frames repeated (the released loader pads so), counted as data/padded
+    d = {"root": None, "num_frames": s.frames, **d, "short_videos": "repeat"}
     if s.preset == "paper":
         big = s.arch == "ViT-L-14"
         batch = {(False, 8): 64, (False, 32): 16, (True, 8): 16, (True, 32): 4}[(big, s.frames)]
