@@ -16,6 +16,10 @@
   :meth:`CVDataModule.record_setup_skip`. The one counter that logs all of it as ``data/skipped`` is the callback
   :class:`common.callbacks.data.SkippedSamples`, which the CLI adds to every trainer. A split where more than
   ``max_missing_fraction`` of the listed samples are left out at setup fails with the layout error.
+* Where the data lives (:meth:`CVDataModule.resolve_root`, :meth:`CVDataModule.ensure_root`): ``root: null`` means
+  the default folder ``outputs/data/<default_dirname>``, where the ShapesWorld stand-in is written on first use
+  (``synth_if_missing``, on by default); a root the user names is read and never written, so a typo in it is an error
+  naming the path and the writer command, not a synthetic dataset trained on silently.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, default_collate
+
+from common.paths import data_dir
 
 __all__ = [
     "OnError",
@@ -156,6 +162,11 @@ class CVDataModule(pl.LightningDataModule):
     #: names used in the layout error: the dataset, and the ``python -m common.data.synth`` command of its stand-in
     dataset_name: str = "dataset"
     synth_command: str = ""
+    #: folder of the default root under ``outputs/data`` (``root: null``), where the ShapesWorld stand-in is written
+    default_dirname: str = ""
+    #: the dataset folder, and whether the user named it (:meth:`resolve_root`)
+    root: Path
+    root_given: bool = False
     #: the split a stage reads (``predict`` reads the test split unless a subclass says otherwise)
     stage_split: dict[str, str] = {"train": "train", "validate": "val", "test": "test", "predict": "test"}
 
@@ -196,6 +207,44 @@ class CVDataModule(pl.LightningDataModule):
             msg += (f"\nTo write the ShapesWorld stand-in there: python -m common.data.synth {self.synth_command} "
                     f"--out {root}")
         return DatasetLayoutError(msg)
+
+    # -- where the data lives -----------------------------------------------------------------------------------
+    def resolve_root(self, root: str | os.PathLike | None) -> Path:
+        """Set :attr:`root`: ``root`` as given (``~`` expanded), or for None / ``""`` the default
+        ``outputs/data/<default_dirname>`` (:func:`common.paths.data_dir`); :attr:`root_given` says which."""
+        self.root_given = bool(root)
+        self.root = Path(root).expanduser() if root else data_dir() / self.default_dirname
+        return self.root
+
+    def write_stand_in(self, out: Path, **kwargs: Any) -> Any:
+        """Write the ShapesWorld stand-in of this dataset into ``out`` (a subclass calls its writer function)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ShapesWorld writer")
+
+    def ensure_root(self, synth_if_missing: bool, **writer_kwargs: Any) -> bool:
+        """Make sure :attr:`root` exists; returns whether the stand-in was written now.
+
+        * a root the user named (:attr:`root_given`) that does not exist: :class:`DatasetLayoutError` naming the path
+          and the writer command (never written: a typo must not become a synthetic dataset);
+        * the default root (``root: null``) that does not exist: the ShapesWorld stand-in is written there with
+          ``writer_kwargs`` (safe with several processes: :func:`common.data.synth.write_once`) when
+          ``synth_if_missing``, else the same error.
+        """
+        if self.root.exists():
+            return False
+        if self.root_given:
+            default = data_dir() / self.default_dirname
+            raise self.layout_error(
+                f"dataset root {self.root} does not exist. A root named in the config or on the command line is "
+                "read, never written: check the path, or write the ShapesWorld stand-in there (the command at the "
+                f"end), or set root: null to use the default {default} (written on first use)")
+        if not synth_if_missing:
+            raise self.layout_error(
+                f"dataset root {self.root} (the default, root: null) does not exist and synth_if_missing is false: "
+                "write the stand-in (the command at the end, or set synth_if_missing: true) or point root at the "
+                "dataset")
+        from common.data.synth import write_once
+
+        return write_once(self.root, self.write_stand_in, **writer_kwargs)
 
     #: setup-time skips of one split warned one by one; beyond, one summary warning (real datasets miss thousands)
     max_setup_warnings: int = 20

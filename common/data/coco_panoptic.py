@@ -67,7 +67,6 @@ from common.data.panoptic_categories import (
 )
 from common.data.panoptic_transforms import FixedSizeCrop, panoptic_eval_transform, panoptic_train_transform
 from common.metrics.panoptic import rgb2id
-from common.paths import data_dir
 
 __all__ = [
     "PanopticDataError", "PanopticCategory", "load_categories", "resolve_class_subset", "FixedSizeCrop",
@@ -289,7 +288,8 @@ class COCOPanopticDataModule(CVDataModule):
     """COCO-format panoptic segmentation (COCO, ADE20K-panoptic, the ShapesWorld stand-in).
 
     Args:
-        root: dataset root (default: ``outputs/data/coco_panoptic``, where the ShapesWorld writer puts it).
+        root: dataset root (default: ``outputs/data/coco_panoptic``, where the ShapesWorld writer puts it). A root
+            given here is read, never written: if it does not exist, the error names it and the writer.
         train_split, val_split, test_split: split names filling the path templates (test defaults to val).
         image_dir, json_file, png_dir: path templates under ``root`` with ``{split}``.
         split_paths: per-split overrides ``{split: {"images": ..., "json": ..., "pngs": ...}}`` (relative to root).
@@ -305,10 +305,14 @@ class COCOPanopticDataModule(CVDataModule):
         max_missing_fraction: a split with more than this fraction of its images left out at setup fails with
             the layout error.
         max_train_samples, max_eval_samples: use only the first N images of a split.
+        synth_if_missing: with ``root`` None, write the ShapesWorld stand-in into the default folder when it does
+            not exist (default on; off: the layout error); ``synth_options`` go to
+            :func:`common.data.synth.coco_panoptic.write_coco_panoptic`. Never applies to a root given explicitly.
     """
 
     dataset_name = "COCO panoptic"
     synth_command = "coco-panoptic"
+    default_dirname = "coco_panoptic"
 
     def __init__(
         self,
@@ -337,13 +341,17 @@ class COCOPanopticDataModule(CVDataModule):
         max_missing_fraction: float = 0.5,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        synth_if_missing: bool = True,
+        synth_options: dict[str, Any] | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size,
                          max_missing_fraction=max_missing_fraction)
-        self.root = Path(root).expanduser() if root else data_dir() / "coco_panoptic"
+        self.resolve_root(root)
+        self.synth_if_missing = synth_if_missing
+        self.synth_options = dict(synth_options or {})
         self.train_split, self.val_split = train_split, val_split
         self.test_split = test_split or val_split
         self.templates = {"images": image_dir, "json": json_file, "pngs": png_dir}
@@ -370,8 +378,18 @@ class COCOPanopticDataModule(CVDataModule):
         spec = {**self.templates, **self.split_paths.get(split, {})}
         return {k: self.root / v.format(split=split) for k, v in spec.items()}
 
+    def write_stand_in(self, out: Path, **kwargs: Any) -> Any:
+        from common.data.synth.coco_panoptic import write_coco_panoptic
+
+        return write_coco_panoptic(out, **kwargs)
+
+    def prepare_data(self) -> None:
+        """Check the root; write the stand-in into the default root when it is missing (local rank 0 only)."""
+        self.ensure_root(self.synth_if_missing, **self.synth_options)
+
     def split_files(self, split: str) -> dict[str, Path]:
         """``{"images", "json", "pngs"}`` paths of a split (checked to exist)."""
+        self.ensure_root(self.synth_if_missing, **self.synth_options)
         if not self.root.is_dir():
             raise self._missing(self.root)
         paths = self._split_paths(split)
@@ -385,6 +403,7 @@ class COCOPanopticDataModule(CVDataModule):
     def categories(self) -> list[PanopticCategory]:
         """The global class list (contiguous index = position)."""
         if self._categories is None:
+            self.ensure_root(self.synth_if_missing, **self.synth_options)
             cat_path = self.root / self.categories_file if self.categories_file else None
             if cat_path is not None and cat_path.is_file():
                 self._categories = load_categories(cat_path)

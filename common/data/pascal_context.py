@@ -82,7 +82,6 @@ from common.data.pascal_readers import (
     read_semseg,
 )
 from common.data.pascal_transforms import MultiTaskTransform, size_hw
-from common.paths import data_dir
 
 __all__ = [
     "TASKS", "VOC_CLASS_NAMES", "PART_CLASS_NAMES", "PERSON_CLASS", "PERSON_PART_GROUPS", "VOC_TO_CONTEXT_ID",
@@ -298,7 +297,8 @@ class PascalContextMTDataModule(CVDataModule):
     """PASCAL-Context multi-task (semseg, human parts, saliency, normals) in the PASCAL_MT layout.
 
     Args:
-        root: the PASCAL_MT folder (default: ``outputs/data/pascal-context``, where the ShapesWorld writer puts it).
+        root: the PASCAL_MT folder (default: ``outputs/data/pascal-context``, where the ShapesWorld writer puts it). A
+            root given here is read, never written: if it does not exist, the error names it and the writer.
         tasks: subset of ``[semseg, human_parts, sal, normals]``.
         image_size: the fixed resize (int or [H, W]; upstream 512, MTLoRA 448, ShapesWorld presets 64).
         augment: use the training augmentation on the train split.
@@ -307,8 +307,10 @@ class PascalContextMTDataModule(CVDataModule):
             the benchmark reports on val).
         on_error: ``skip`` (warn, leave the sample out, count it) or ``raise``.
         normals_valid_classes: PASCAL-Context ids where normals are valid (None: the NYU-compatible set).
-        generate_if_missing: write the ShapesWorld stand-in to ``root`` (on local rank 0, in ``prepare_data``) when
-            ``root`` does not exist; ``synth_options`` go to :func:`common.data.synth.pascal_mt.write_pascal_mt`.
+        synth_if_missing: with ``root`` None, write the ShapesWorld stand-in into the default folder (on local rank
+            0, in ``prepare_data``) when it does not exist (default on; off: a missing default folder is the layout
+            error); ``synth_options`` go to :func:`common.data.synth.pascal_mt.write_pascal_mt`. Never applies to a
+            root given explicitly. ``generate_if_missing`` is its old name (deprecated, one release).
         cache_in_memory: keep decoded samples in memory after the first epoch (small datasets only; see
             :class:`PascalContextMT`).
         batch_size / num_workers / eval_batch_size: loaders.
@@ -316,6 +318,7 @@ class PascalContextMTDataModule(CVDataModule):
 
     dataset_name = "PASCAL-Context multi-task"
     synth_command = "pascal-context"
+    default_dirname = "pascal-context"
 
     def __init__(
         self,
@@ -332,16 +335,17 @@ class PascalContextMTDataModule(CVDataModule):
         on_error: OnError = "skip",
         max_missing_fraction: float = 0.5,
         normals_valid_classes: list[int] | None = None,
-        generate_if_missing: bool = False,
+        synth_if_missing: bool = True,
         synth_options: dict[str, Any] | None = None,
         cache_in_memory: bool = False,
         batch_size: int = 8,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
+        generate_if_missing: bool | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size,
                          max_missing_fraction=max_missing_fraction)
-        self.root = Path(root).expanduser() if root else data_dir() / "pascal-context"
+        self.resolve_root(root)
         self.tasks = check_tasks(tasks if tasks is not None else TASKS)
         self.image_size = size_hw(image_size)
         self.on_error = check_on_error(on_error)
@@ -353,26 +357,30 @@ class PascalContextMTDataModule(CVDataModule):
             if normals_valid_classes is None
             else frozenset(int(c) for c in normals_valid_classes)
         )
-        self.generate_if_missing = generate_if_missing
+        if generate_if_missing is not None:
+            warnings.warn("PascalContextMTDataModule: generate_if_missing is deprecated, say synth_if_missing (the "
+                          "name every datamodule uses); the old name goes in the next release", FutureWarning,
+                          stacklevel=2)
+            synth_if_missing = generate_if_missing
+        self.synth_if_missing = synth_if_missing
         self.synth_options = dict(synth_options or {})
         self.cache_in_memory = cache_in_memory
         self.collate = pascal_collate(self.tasks, self.image_size)
 
     # --- data preparation
-    def prepare_data(self) -> None:
-        """Write the ShapesWorld stand-in when asked to and the root is missing (Lightning: local rank 0 only)."""
-        if not self.generate_if_missing:
-            return
-        from common.data.synth import write_once
-        from common.data.synth.pascal_mt import (
-            STAMP_NAME,
-            requested_options,
-            write_pascal_mt,
-            written_options,
-        )
+    def write_stand_in(self, out: Path, **kwargs: Any) -> Any:
+        from common.data.synth.pascal_mt import write_pascal_mt
 
-        if write_once(self.root, write_pascal_mt, **self.synth_options):
+        return write_pascal_mt(out, **kwargs)
+
+    def prepare_data(self) -> None:
+        """Check the root; write the ShapesWorld stand-in into the default root when it is missing (Lightning: local
+        rank 0 only). A stand-in folder written with other ``synth_options`` is an error naming its stamp."""
+        wrote = self.ensure_root(self.synth_if_missing, **self.synth_options)
+        if wrote or self.root_given or not self.synth_if_missing:  # only our own stand-in carries the options stamp
             return
+        from common.data.synth.pascal_mt import STAMP_NAME, requested_options, written_options
+
         have, want = written_options(self.root), requested_options(**self.synth_options)
         if have is not None and have != want:
             diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
@@ -383,6 +391,7 @@ class PascalContextMTDataModule(CVDataModule):
 
     def build_dataset(self, split: str) -> PascalContextMT:
         """The dataset of ``train`` / ``val`` / ``test`` (checks the layout; missing files are skipped or raised)."""
+        self.ensure_root(self.synth_if_missing, **self.synth_options)  # no-op when prepare_data ran
         train = split == "train" and self.augment
         ds = PascalContextMT(
             self.root, self.splits[split], self.tasks, MultiTaskTransform(self.image_size, train=train, **self.aug),
@@ -416,7 +425,9 @@ class PascalContextMTDataModule(CVDataModule):
                     f"{path}: expected {len(VOC_CLASS_NAMES)} class names, found {len(names)}"
                 )
             return names
-        if self.generate_if_missing and not self.root.exists():
+        if not self.root.exists():
+            if self.root_given or not self.synth_if_missing:
+                self.ensure_root(self.synth_if_missing)  # the error naming the root and the writer
             from common.data.synth.pascal_mt import semseg_class_names
 
             return list(semseg_class_names())

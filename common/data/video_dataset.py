@@ -27,6 +27,7 @@ tensors of the right trailing shape.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -165,11 +166,13 @@ class VideoDataModule(CVDataModule):
     """Base of the video classification datamodules: splits, class subsets, few-shot, views, setup-time checks.
 
     Subclasses implement :meth:`load_class_names` (all classes, index order), :meth:`load_split`
-    (``"train"``/``"val"``/``"test"`` -> samples with original class indices) and :meth:`write_stand_in`, and may
+    (``"train"``/``"val"``/``"test"`` -> samples with original class indices) and
+    :meth:`~common.data.base.CVDataModule.write_stand_in`, set ``default_dirname``, and may
     override :meth:`layout_help` / ``synth_command`` for the error messages.
 
     Args:
-        root: dataset folder (None: ``outputs/data/<default_dirname>``, where the ShapesWorld writer puts it).
+        root: dataset folder (None: ``outputs/data/<default_dirname>``, where the ShapesWorld writer puts it). A
+            root given here is read, never written: if it does not exist, setup fails naming it and the writer.
         backend: ``decord`` (default), ``pyav`` or ``torchcodec``.
         num_frames: frames per clip T.
         sampling: ``segment`` (TSN) or ``dense``; ``segment_style`` ``tsn`` (ViFi-CLIP) or ``uniform``
@@ -184,14 +187,14 @@ class VideoDataModule(CVDataModule):
         on_error: ``skip`` or ``raise`` for unreadable or missing videos and unknown labels.
         max_missing_fraction: a split with more than this fraction of its listed videos left out at setup (missing,
             unknown label) fails with the layout error.
-        synth_if_missing: write the ShapesWorld stand-in into ``root`` when it does not exist (default off; safe
-            with several ranks: :func:`common.data.synth.write_once`).
-        synth_args: keyword arguments of the writer function for that, e.g. ``{num_per_class: 8, size: 48}``
-            (:func:`common.data.synth.video_writers.write_kinetics400` / ``write_ssv2``).
+        synth_if_missing: with ``root`` None, write the ShapesWorld stand-in into the default folder when it does
+            not exist (default on; safe with several ranks: :func:`common.data.synth.write_once`); off, a missing
+            default folder is the layout error. Never applies to a root given explicitly.
+        synth_options: keyword arguments of the writer function for that, e.g. ``{num_per_class: 8, size: 48}``
+            (:func:`common.data.synth.video_writers.write_kinetics400` / ``write_ssv2``); ``synth_args`` is its old
+            name (deprecated, one release).
     """
 
-    #: folder name under ``outputs/data`` and the ``python -m common.data.synth`` command that writes it
-    default_dirname: str = ""
     dataset_name: str = "video dataset"
     #: a video listed twice: warned and counted once (same label) or an error naming both labels (SSv2's JSON
     #: keys videos by id); off where repeated lines are meant (K400-style lists built by repetition)
@@ -219,24 +222,27 @@ class VideoDataModule(CVDataModule):
         shot_seed: int = 0,
         on_error: OnError = "skip",
         max_missing_fraction: float = 0.5,
-        synth_if_missing: bool = False,
-        synth_args: dict[str, Any] | None = None,
+        synth_if_missing: bool = True,
+        synth_options: dict[str, Any] | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
+        synth_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size,
                          max_missing_fraction=max_missing_fraction)
-        from common.paths import data_dir
-
-        self.root = Path(root).expanduser() if root else data_dir() / self.default_dirname
+        self.resolve_root(root)
         reader_class(backend)
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
         self.on_error = check_on_error(on_error)
-        if synth_args is not None and not isinstance(synth_args, dict):
-            raise TypeError(f"synth_args are the writer's keyword arguments (a dict such as {{num_per_class: 8}}), "
-                            f"got {type(synth_args).__name__} {synth_args!r}")
+        if synth_args is not None:
+            warnings.warn(f"{type(self).__name__}: synth_args is deprecated, say synth_options (the name every "
+                          "datamodule uses); the old name goes in the next release", FutureWarning, stacklevel=2)
+            synth_options = synth_args if synth_options is None else synth_options
+        if synth_options is not None and not isinstance(synth_options, dict):
+            raise TypeError(f"synth_options are the writer's keyword arguments (a dict such as {{num_per_class: 8}}), "
+                            f"got {type(synth_options).__name__} {synth_options!r}")
         self.backend = backend
         self.num_frames = num_frames
         self.sampler = build_sampler(sampling, num_frames, frame_interval, segment_style)
@@ -251,7 +257,7 @@ class VideoDataModule(CVDataModule):
         self.num_shots = num_shots
         self.shot_seed = shot_seed
         self.synth_if_missing = synth_if_missing
-        self.synth_args = dict(synth_args or {})
+        self.synth_options = dict(synth_options or {})
         self._all_class_names: list[str] | None = None
         self._loading_split = ""
 
@@ -263,10 +269,6 @@ class VideoDataModule(CVDataModule):
     def load_split(self, split: Literal["train", "val", "test"]) -> list[VideoSample]:
         """Samples of a split with original class indices (unknown labels recorded via :meth:`record_bad_label`)."""
         raise NotImplementedError
-
-    def write_stand_in(self, out: Path, **kwargs: Any) -> Any:
-        """Write the ShapesWorld stand-in of this dataset into ``out`` (the writer function, called directly)."""
-        raise self.layout_error(f"dataset root {self.root} does not exist (no ShapesWorld writer for it)")
 
     # -- errors and bad input ----------------------------------------------------------------------------------
     def require_file(self, path: Path, what: str) -> Path:
@@ -305,11 +307,7 @@ class VideoDataModule(CVDataModule):
 
     # -- class names, splits -----------------------------------------------------------------------------------
     def _ensure_data(self) -> None:
-        if self.root.is_dir() or not self.synth_if_missing:
-            return
-        from common.data.synth import write_once
-
-        write_once(self.root, self.write_stand_in, **self.synth_args)
+        self.ensure_root(self.synth_if_missing, **self.synth_options)
 
     @property
     def all_class_names(self) -> list[str]:

@@ -351,3 +351,16 @@ def test_other_layouts_through_split_paths(root, tmp_path):
     dm.setup("validate")
     assert len(dm.val_set) == 6 and dm.info["num_classes"] == len(world.CATEGORIES)
     assert sum(len(b["targets"]) for b in dm.val_dataloader()) == 6
+
+
+def test_root_null_writes_the_stand_in_and_a_given_root_is_never_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVINW_DATA", str(tmp_path / "data"))
+    dm = COCOPanopticDataModule(None, synth_options={"num_train": 2, "num_val": 2, "size": 32, "progress": False})
+    assert dm.info["num_classes"] == len(world.CATEGORIES)
+    assert (tmp_path / "data" / "coco_panoptic" / "annotations" / "panoptic_val2017.json").is_file()
+    typo = tmp_path / "cocco"
+    with pytest.raises(DatasetLayoutError) as err:
+        COCOPanopticDataModule(str(typo)).prepare_data()
+    assert f"dataset root {typo} does not exist" in str(err.value)
+    assert f"python -m common.data.synth coco-panoptic --out {typo}" in str(err.value)
+    assert not typo.exists()

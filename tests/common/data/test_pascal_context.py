@@ -317,29 +317,51 @@ def test_real_layout_without_class_names_uses_voc(broken_root: Path) -> None:
     )
 
 
-def test_generate_if_missing(tmp_path: Path) -> None:
-    root = tmp_path / "gen"
+def test_root_null_writes_the_stand_in_at_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CVINW_DATA", str(tmp_path / "data"))
+    root = tmp_path / "data" / "pascal-context"
     dm = PascalContextMTDataModule(
-        str(root), tasks=["sal"], generate_if_missing=True, batch_size=2,
+        None, tasks=["sal"], batch_size=2,
         synth_options={"num_train": 2, "num_val": 2, "size": 24, "progress": False},
     )  # fmt: skip
-    assert dm.info["tasks"] == ["sal"]
+    assert dm.root == root and dm.synth_if_missing  # on by default
+    assert dm.info["tasks"] == ["sal"] and not root.exists()  # info alone writes nothing
     dm.prepare_data()
+    assert (root / "ImageSets" / "Context" / "val.txt").is_file()
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     assert batch["sal"].shape == (2, 64, 64)
 
 
-def test_generated_folder_refuses_other_synth_options(tmp_path: Path) -> None:
+def test_a_typo_in_a_given_root_is_an_error_not_a_synthetic_dataset(tmp_path: Path) -> None:
+    typo = tmp_path / "PASCAL_TM"
+    dm = PascalContextMTDataModule(str(typo), synth_if_missing=True, tasks=["sal"])
+    for touch in (lambda: dm.info, dm.prepare_data, lambda: dm.setup("fit")):
+        with pytest.raises(DatasetLayoutError) as err:
+            touch()
+        msg = str(err.value)
+        assert f"dataset root {typo} does not exist" in msg and "never written" in msg
+        assert f"python -m common.data.synth pascal-context --out {typo}" in msg
+    assert not typo.exists()
+
+
+def test_generate_if_missing_is_the_deprecated_name_of_synth_if_missing(tmp_path: Path) -> None:
+    with pytest.warns(FutureWarning, match="generate_if_missing is deprecated, say synth_if_missing"):
+        dm = PascalContextMTDataModule(str(tmp_path / "x"), generate_if_missing=False)
+    assert dm.synth_if_missing is False
+
+
+def test_generated_folder_refuses_other_synth_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A generated folder records its options; asking for other ones names the stamp and the fix, loses nothing."""
-    root = tmp_path / "gen"
+    monkeypatch.setenv("CVINW_DATA", str(tmp_path))
+    root = tmp_path / "pascal-context"
     opts = {"num_train": 2, "num_val": 1, "size": 24, "progress": False}
-    PascalContextMTDataModule(str(root), generate_if_missing=True, synth_options=opts).prepare_data()
+    PascalContextMTDataModule(None, synth_options=opts).prepare_data()
     assert pascal_mt.written_options(root) == pascal_mt.requested_options(**opts)
     assert pascal_mt.written_options(root)["size"] == [24, 24]
     before = sorted(p.name for p in (root / "JPEGImages").iterdir())
-    PascalContextMTDataModule(str(root), generate_if_missing=True, synth_options=opts).prepare_data()  # same: fine
-    other = PascalContextMTDataModule(str(root), generate_if_missing=True, synth_options={**opts, "num_train": 5})
+    PascalContextMTDataModule(None, synth_options=opts).prepare_data()  # same: fine
+    other = PascalContextMTDataModule(None, synth_options={**opts, "num_train": 5})
     with pytest.raises(PascalLayoutError, match=r"shapesworld\.json.*num_train: 2 here, 5 asked.*delete"):
         other.prepare_data()
     assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == before

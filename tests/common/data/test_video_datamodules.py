@@ -292,14 +292,42 @@ def test_missing_root_and_annotation_errors_name_layout_and_command(tmp_path: Pa
         _k400(partial).build_dataset("val")
 
 
-def test_synth_if_missing_writes_the_stand_in(tmp_path: Path) -> None:
-    root = tmp_path / "auto" / "kinetics400"
-    dm = _k400(root, synth_if_missing=True, synth_args={"num_classes": 2, "num_per_class": 1, "val_per_class": 1,
-                                                        "frames": 4, "size": 16})
+def test_root_null_writes_the_stand_in_at_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """root: null -> outputs/data/kinetics400 (here $CVINW_DATA), written on first use with synth_options."""
+    monkeypatch.setenv("CVINW_DATA", str(tmp_path / "data"))
+    root = tmp_path / "data" / "kinetics400"
+    dm = Kinetics400DataModule(root=None, input_size=24, num_frames=4, batch_size=4, synth_options={
+        "num_classes": 2, "num_per_class": 1, "val_per_class": 1, "frames": 4, "size": 16})
+    assert dm.root == root and not dm.root_given
     assert dm.info["num_classes"] == 2 and (root / "annotations" / "val.csv").is_file()
     assert not any(p.name.startswith(".kinetics400.tmp") for p in root.parent.iterdir())
     with pytest.raises(TypeError, match="keyword arguments"):
-        _k400(root, synth_if_missing=True, synth_args=["--num-classes", "2"])  # no argv lists
+        _k400(root, synth_options=["--num-classes", "2"])  # no argv lists
+    with pytest.warns(FutureWarning, match="synth_args is deprecated, say synth_options"):
+        assert _k400(root, synth_args={"size": 16}).synth_options == {"size": 16}
+    # switched off, a missing default folder is the layout error with the writer command, nothing written
+    monkeypatch.setenv("CVINW_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DatasetLayoutError, match=r"(?s)synth_if_missing is false.*python -m common\.data\.synth ssv2 --out"):
+        _ = SSv2DataModule(root=None, synth_if_missing=False).info
+    assert not (tmp_path / "empty").exists()
+
+
+@pytest.mark.parametrize("cls,command", [(Kinetics400DataModule, "kinetics400"), (SSv2DataModule, "ssv2")])
+def test_a_typo_in_a_given_root_is_an_error_not_a_synthetic_dataset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cls: type, command: str) -> None:
+    """A root the user named is never written, even with synth_if_missing: the error names the path and the writer
+    command, and no folder appears (before: the stand-in was written at the typo'd path and trained on)."""
+    monkeypatch.setenv("CVINW_DATA", str(tmp_path / "data"))
+    typo = tmp_path / "datsets" / "k400"
+    dm = cls(root=str(typo), synth_if_missing=True, input_size=24, num_frames=4)
+    assert dm.root_given
+    for touch in (lambda: dm.info, dm.prepare_data, lambda: dm.setup("fit")):
+        with pytest.raises(DatasetLayoutError) as err:
+            touch()
+        msg = str(err.value)
+        assert f"dataset root {typo} does not exist" in msg and "never written" in msg
+        assert f"python -m common.data.synth {command} --out {typo}" in msg
+    assert not (tmp_path / "datsets").exists() and not (tmp_path / "data").exists()
 
 
 class _Recorder(pl.LightningModule):
