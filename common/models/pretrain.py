@@ -45,6 +45,7 @@ from common.models.cache import (
     read_manifest,
 )
 from common.models.registry import SHAPES_MODELS, ShapesModel, get_shapes_model
+from common.models.text_head import CLIPTextClassifier
 from common.optim import adamw, warmup_cosine
 
 #: multi-label targets of the timm pretraining: the things (shapes, person), the colours, the stuff classes
@@ -376,11 +377,8 @@ def clip_zero_shot(model: torch.nn.Module, tokenizer: Any, pre: Any, data: Pretr
     """Zero-shot classification of one-shape images into all colour-shape pairs (chance 1/|pairs|) by caption
     prompts, on seen pairs and on the held-out pairs; also the shape and colour part of the answer."""
     pairs = [(c, s) for s in W.SHAPES for c in W.COLOURS]
-    feats = []
-    for tmpl in ZERO_SHOT_TEMPLATES:
-        t = model.encode_text(tokenizer([tmpl.format(f"{c} {s}") for c, s in pairs]))
-        feats.append(F.normalize(t, dim=-1))
-    text = F.normalize(torch.stack(feats).mean(0), dim=-1)
+    head = CLIPTextClassifier(model, tokenizer, [f"{c} {s}" for c, s in pairs], ZERO_SHOT_TEMPLATES)
+    text = head().embeddings
     pair_shape = torch.tensor([W.SHAPES.index(s) for _, s in pairs])
     pair_colour = torch.tensor([list(W.COLOURS).index(c) for c, _ in pairs])
     out: dict[str, float] = {"chance": 1.0 / len(pairs)}
