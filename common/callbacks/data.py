@@ -8,7 +8,10 @@ process, warns once per bad file, and logs per epoch
 
 * ``data/skipped``: samples of the split left out in this epoch (setup-time ones + unreadable ones), summed over
   DDP ranks (setup-time ones counted on rank 0 only: every rank indexes the same split);
-* ``data/skipped_<stage>`` (``train``, ``val``, ``test``): the same, named by stage.
+* ``data/skipped_<stage>`` (``train``, ``val``, ``test``): the same, named by stage;
+* ``data/padded`` (and ``data/padded_<stage>``), only for datamodules that may complete samples instead of skipping
+  them (:attr:`common.data.base.CVDataModule.pads_samples`, e.g. ``short_videos: repeat``): samples completed in
+  this epoch (``batch["padded"]``), each file warned once with a :class:`common.data.base.PaddedSampleWarning`.
 
 The CLI adds it to every trainer (:mod:`common.cli`); modules and datamodules do not log skipped samples themselves.
 Predict epochs are counted and warned about, not logged (Lightning has no logging in predict).
@@ -24,7 +27,16 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from common.data.base import SKIPPED_KEY, SKIPPED_SAMPLES_KEY, SkippedSample, SkippedSampleWarning
+from common.data.base import (
+    PADDED_KEY,
+    PADDED_SAMPLES_KEY,
+    SKIPPED_KEY,
+    SKIPPED_SAMPLES_KEY,
+    PaddedSample,
+    PaddedSampleWarning,
+    SkippedSample,
+    SkippedSampleWarning,
+)
 
 __all__ = ["SkipCounter", "SkippedSamples"]
 
@@ -34,14 +46,18 @@ _STAGES = {"train": ("train", "train"), "validation": ("validate", "val"), "test
 
 
 class SkipCounter:
-    """Counts skipped samples by reason and warns once per (file, reason); lives in the main process."""
+    """Counts skipped samples by reason and warns once per (file, reason); lives in the main process.
 
-    def __init__(self) -> None:
+    ``category`` is the warning class (:class:`PaddedSampleWarning` for the counter of completed samples).
+    """
+
+    def __init__(self, category: type[Warning] = SkippedSampleWarning) -> None:
+        self.category = category
         self.total = 0
         self.by_reason: Counter[str] = Counter()
         self._warned: set[tuple[str, str]] = set()
 
-    def record(self, sample: SkippedSample, warn: bool = True) -> None:
+    def record(self, sample: SkippedSample | PaddedSample, warn: bool = True) -> None:
         """Count one skipped sample; warn the first time its (path, reason) is seen."""
         self.total += 1
         self.by_reason[sample.reason] += 1
@@ -49,7 +65,7 @@ class SkipCounter:
         if key not in self._warned:
             self._warned.add(key)
             if warn:
-                warnings.warn(sample.message(), SkippedSampleWarning, stacklevel=2)
+                warnings.warn(sample.message(), self.category, stacklevel=2)
 
     def record_batch(self, batch: Any) -> int:
         """Record the ``skipped_samples`` of a :class:`common.data.base.SkipCollate` batch; returns ``skipped``."""
@@ -75,7 +91,9 @@ class SkippedSamples(pl.Callback):
     def __init__(self, per_stage: bool = True) -> None:
         self.per_stage = per_stage
         self.counter = SkipCounter()
+        self.padded_counter = SkipCounter(PaddedSampleWarning)
         self._epoch: dict[str, torch.Tensor | int] = {}
+        self._padded: dict[str, torch.Tensor | int] = {}
 
     # -- per batch: count (as a tensor, no device sync) and warn ---------------------------------------------
     def _batch(self, trainer: pl.Trainer, stage: str, batch: Any) -> None:
@@ -88,6 +106,12 @@ class SkippedSamples(pl.Callback):
         samples: Iterable[SkippedSample] = batch.get(SKIPPED_SAMPLES_KEY) or ()
         for sample in samples:
             self.counter.record(sample)
+        if PADDED_KEY in batch:
+            padded = batch[PADDED_KEY]
+            self._padded[stage] = self._padded.get(stage, 0) + (
+                padded.detach().sum() if isinstance(padded, torch.Tensor) else padded)
+            for rec in batch.get(PADDED_SAMPLES_KEY) or ():
+                self.padded_counter.record(rec)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -124,18 +148,32 @@ class SkippedSamples(pl.Callback):
         pl_module.log("data/skipped", total, **opts)
         if self.per_stage:
             pl_module.log(f"data/skipped_{_STAGES[stage][1]}", total, **opts)
+        padded = self.padded_count(stage)
+        if getattr(getattr(trainer, "datamodule", None), "pads_samples", False):  # the same on every rank
+            pl_module.log("data/padded", padded, **opts)
+            if self.per_stage:
+                pl_module.log(f"data/padded_{_STAGES[stage][1]}", padded, **opts)
+
+    def padded_count(self, stage: str) -> float:
+        """This rank's count of completed samples for the epoch of ``stage`` (and reset it)."""
+        count = self._padded.pop(stage, 0)
+        return float(count.item() if isinstance(count, torch.Tensor) else count)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch.pop("train", None)
+        self._padded.pop("train", None)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch.pop("validation", None)
+        self._padded.pop("validation", None)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch.pop("test", None)
+        self._padded.pop("test", None)
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch.pop("predict", None)
+        self._padded.pop("predict", None)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log(trainer, pl_module, "train")
@@ -148,3 +186,4 @@ class SkippedSamples(pl.Callback):
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epoch_count(trainer, "predict")  # counted and warned; Lightning does not log in predict
+        self.padded_count("predict")

@@ -16,6 +16,11 @@
   :meth:`CVDataModule.record_setup_skip`. The one counter that logs all of it as ``data/skipped`` is the callback
   :class:`common.callbacks.data.SkippedSamples`, which the CLI adds to every trainer. A split where more than
   ``max_missing_fraction`` of the listed samples are left out at setup fails with the layout error.
+* Completed samples, counted apart: where a recipe allows it, a dataset may complete a sample instead of skipping it
+  (a video shorter than one clip, its frames repeated) and says so with a :class:`PaddedSample` under the item's
+  ``padded`` key; :class:`SkipCollate` moves those records to ``batch["padded"]`` (count) and
+  ``batch["padded_samples"]``, and the callback warns once per file and logs ``data/padded`` for datamodules whose
+  :attr:`CVDataModule.pads_samples` is true. Nothing is completed silently.
 * Where the data lives (:meth:`CVDataModule.resolve_root`, :meth:`CVDataModule.ensure_root`): ``root: null`` means
   the default folder ``outputs/data/<default_dirname>``, where the ShapesWorld stand-in is written on first use
   (``synth_if_missing``, on by default); a root the user names is read and never written, so a typo in it is an error
@@ -45,6 +50,10 @@ __all__ = [
     "SkippedSample",
     "SKIPPED_KEY",
     "SKIPPED_SAMPLES_KEY",
+    "PaddedSampleWarning",
+    "PaddedSample",
+    "PADDED_KEY",
+    "PADDED_SAMPLES_KEY",
     "SkipCollate",
     "distributed_world",
     "check_paths_exist",
@@ -57,6 +66,9 @@ OnError = Literal["skip", "raise"]
 #: batch keys written by :class:`SkipCollate`
 SKIPPED_KEY = "skipped"
 SKIPPED_SAMPLES_KEY = "skipped_samples"
+#: item key of a :class:`PaddedSample` record, and batch keys written by :class:`SkipCollate` when a batch has some
+PADDED_KEY = "padded"
+PADDED_SAMPLES_KEY = "padded_samples"
 
 #: Lightning stage -> the splits it needs
 STAGE_SPLITS: dict[str, tuple[str, ...]] = {
@@ -103,6 +115,26 @@ class SkippedSample(NamedTuple):
         return f"skipping {self.reason} sample {self.path}" + (f" ({self.detail})" if self.detail else "")
 
 
+class PaddedSampleWarning(UserWarning):
+    """One sample completed rather than skipped (a video shorter than one clip, its frames repeated)."""
+
+
+class PaddedSample(NamedTuple):
+    """What a dataset puts under an item's ``padded`` key when it completed the sample (the recipe allows it).
+
+    ``reason`` is a short keyword (``short``: fewer frames than one clip), ``detail`` says what was done.
+    """
+
+    index: int
+    path: str
+    reason: str
+    detail: str = ""
+
+    def message(self) -> str:
+        """The warning text: ``completed <reason> sample <path> (<detail>)``."""
+        return f"completed {self.reason} sample {self.path}" + (f" ({self.detail})" if self.detail else "")
+
+
 def _as_skipped(sample: Any) -> SkippedSample | None:
     if isinstance(sample, SkippedSample):
         return sample
@@ -116,7 +148,9 @@ class SkipCollate:
 
     Adds ``batch["skipped"]`` (long scalar: how many items of this batch were dropped) and
     ``batch["skipped_samples"]`` (the dropped :class:`SkippedSample` records, for the once-per-file warnings of
-    :class:`common.callbacks.data.SkippedSamples`). The batch must be a dict.
+    :class:`common.callbacks.data.SkippedSamples`). Kept items that carry a :class:`PaddedSample` under ``padded``
+    lose that key before collation; when a batch has any, it gets ``batch["padded"]`` (count) and
+    ``batch["padded_samples"]`` (the records). The batch must be a dict.
 
     Args:
         collate: collates the kept items (default: torch's ``default_collate``).
@@ -130,15 +164,24 @@ class SkipCollate:
         self.empty = empty
 
     def __call__(self, samples: Sequence[Any]) -> dict[str, Any]:
-        kept, skipped = [], []
+        kept, skipped, padded = [], [], []
         for s in samples:
             marker = _as_skipped(s)
-            (kept if marker is None else skipped).append(s if marker is None else marker)
+            if marker is not None:
+                skipped.append(marker)
+                continue
+            if isinstance(s, dict) and isinstance(s.get(PADDED_KEY), PaddedSample):
+                padded.append(s[PADDED_KEY])
+                s = {k: v for k, v in s.items() if k != PADDED_KEY}
+            kept.append(s)
         batch = self.collate(kept) if kept or self.empty is None else self.empty()
         if not isinstance(batch, dict):
             raise TypeError(f"SkipCollate needs dict batches, the collate gave {type(batch).__name__}")
         batch[SKIPPED_KEY] = torch.tensor(len(skipped), dtype=torch.long)
         batch[SKIPPED_SAMPLES_KEY] = skipped
+        if padded:
+            batch[PADDED_KEY] = torch.tensor(len(padded), dtype=torch.long)
+            batch[PADDED_SAMPLES_KEY] = padded
         return batch
 
 
@@ -167,6 +210,8 @@ class CVDataModule(pl.LightningDataModule):
     #: the dataset folder, and whether the user named it (:meth:`resolve_root`)
     root: Path
     root_given: bool = False
+    #: whether this datamodule may complete samples (:class:`PaddedSample`): the callback then logs ``data/padded``
+    pads_samples: bool = False
     #: the split a stage reads (``predict`` reads the test split unless a subclass says otherwise)
     stage_split: dict[str, str] = {"train": "train", "validate": "val", "test": "test", "predict": "test"}
 

@@ -45,9 +45,10 @@ DEFAULT_BACKEND = "decord"
 
 
 class VideoDecodeError(RuntimeError):
-    """A video that cannot be read. ``reason`` is one of ``missing``, ``empty``, ``undecodable``, ``truncated``."""
+    """A video that cannot be read. ``reason`` is one of ``missing``, ``empty``, ``undecodable``, ``truncated``, or
+    ``short`` (decodable, but fewer frames than one clip: raised by the video dataset, not by the readers)."""
 
-    REASONS = ("missing", "empty", "undecodable", "truncated")
+    REASONS = ("missing", "empty", "undecodable", "truncated", "short")
 
     def __init__(self, path: str | os.PathLike, reason: str | None = None, detail: str = "") -> None:
         if reason is None:

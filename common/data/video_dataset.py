@@ -23,6 +23,12 @@ lines are left out, warned and counted the same way (once per epoch of their spl
 ``on_error="raise"`` the first bad item raises (:class:`common.data.video.VideoDecodeError`, ``ValueError`` for a
 label, :class:`DatasetLayoutError` for a missing file). A batch whose samples were all skipped has zero-length
 tensors of the right trailing shape.
+
+Short videos: a video that decodes fewer frames than one clip has (``num_frames``; e.g. a truncated .webm that
+decodes 2 of 16) is a bad sample (reason ``short``, skipped and counted as above, or raised) unless
+``short_videos="repeat"``, where the clip is completed by repeating frames as the sampler does for short videos
+(ST-Adapter's released loader pads this way) and the item carries a :class:`common.data.base.PaddedSample`: warned
+once per file and counted apart as ``data/padded``. Either way, never silently.
 """
 
 from __future__ import annotations
@@ -31,16 +37,18 @@ import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from common.data.base import (
+    PADDED_KEY,
     CVDataModule,
     DatasetLayoutError,
     OnError,
+    PaddedSample,
     SkipCollate,
     SkippedSample,
     SkippedSampleWarning,
@@ -56,6 +64,7 @@ __all__ = [
     "VideoSample",
     "SkippedSample",
     "SkippedVideoWarning",
+    "ShortVideos",
     "DatasetLayoutError",
     "VideoClipDataset",
     "collate_videos",
@@ -66,6 +75,9 @@ __all__ = [
 
 #: the warning of a left-out video (the project's one skipped-sample warning)
 SkippedVideoWarning = SkippedSampleWarning
+
+#: what a video dataset does with a video shorter than one clip (see the module docstring)
+ShortVideos = Literal["skip", "repeat"]
 
 
 class VideoClipDataset(Dataset):
@@ -80,6 +92,9 @@ class VideoClipDataset(Dataset):
         num_clips, num_crops: evaluation views (temporal x spatial; crops 1 or 3).
         backend: decoding library (:func:`common.data.video.available_backends`).
         on_error: ``skip`` (return a :class:`SkippedSample`) or ``raise``.
+        short_videos: a video with fewer frames than one clip: ``skip`` (a bad sample, reason ``short``: skipped or
+            raised as ``on_error`` says) or ``repeat`` (frames repeated to fill the clip; the item carries a
+            :class:`~common.data.base.PaddedSample` under ``padded``).
     """
 
     def __init__(
@@ -93,8 +108,11 @@ class VideoClipDataset(Dataset):
         num_crops: int = 1,
         backend: str = DEFAULT_BACKEND,
         on_error: OnError = "skip",
+        short_videos: ShortVideos = "skip",
     ) -> None:
         check_on_error(on_error)
+        if short_videos not in get_args(ShortVideos):
+            raise ValueError(f"short_videos must be one of {list(get_args(ShortVideos))}, got {short_videos!r}")
         if num_crops not in (1, 3):
             raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
         if num_clips < 1:
@@ -108,6 +126,7 @@ class VideoClipDataset(Dataset):
         self.num_crops = 1 if train else num_crops
         self.backend = backend
         self.on_error = on_error
+        self.short_videos = short_videos
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -122,16 +141,30 @@ class VideoClipDataset(Dataset):
         t, s = self.sampler.clip_len, self.transform.size
         return (t, 3, s, s) if self.train else (self.num_views, t, 3, s, s)
 
+    def _check_length(self, path: str, num_frames: int) -> None:
+        """A video shorter than one clip: the ``short`` error, unless ``short_videos`` is ``repeat``."""
+        if num_frames < self.sampler.clip_len and self.short_videos == "skip":
+            raise VideoDecodeError(path, "short", f"{num_frames} frames decodable, a clip needs "
+                                                  f"{self.sampler.clip_len} (short_videos: repeat would repeat frames)")
+
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:
         sample = self.samples[index]
+        length: list[int] = []
+
+        def frames_of(n: int) -> int:  # the chooser sees the decodable length first: check it, remember it
+            self._check_length(sample.path, n)
+            length.append(n)
+            return n
+
         try:
             if self.train:
                 rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-                frames, _ = read_clip(sample.path, lambda n: self.sampler.train_indices(n, rng), self.backend)
+                frames, _ = read_clip(sample.path, lambda n: self.sampler.train_indices(frames_of(n), rng),
+                                      self.backend)
                 video = self.transform(frames, rng)
             else:
                 frames, idx = read_clip(
-                    sample.path, lambda n: self.sampler.test_indices(n, self.num_clips), self.backend
+                    sample.path, lambda n: self.sampler.test_indices(frames_of(n), self.num_clips), self.backend
                 )
                 t = idx.shape[-1]
                 views = self.transform.eval_views(frames, self.num_crops)  # (crops, clips*T, 3, S, S)
@@ -140,7 +173,11 @@ class VideoClipDataset(Dataset):
             if self.on_error == "raise":
                 raise
             return SkippedSample(index, sample.path, err.reason, err.detail)
-        return {"video": video, "label": sample.label, "index": index}
+        item: dict[str, Any] = {"video": video, "label": sample.label, "index": index}
+        if length and length[0] < self.sampler.clip_len:
+            item[PADDED_KEY] = PaddedSample(index, sample.path, "short", f"{length[0]} frames decodable, a clip needs "
+                                            f"{self.sampler.clip_len}: frames repeated (short_videos: repeat)")
+        return item
 
 
 def _stack_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -185,6 +222,9 @@ class VideoDataModule(CVDataModule):
             base); labels are re-indexed 0..K-1 within the split and ``info["class_names"]`` follows.
         num_shots: K training videos per class (seeded by ``shot_seed``), None for all.
         on_error: ``skip`` or ``raise`` for unreadable or missing videos and unknown labels.
+        short_videos: a video with fewer frames than one clip (``num_frames``): ``skip`` (default: a bad sample,
+            reason ``short``) or ``repeat`` (frames repeated, as ST-Adapter's released loader does; counted as
+            ``data/padded`` and warned once per file).
         max_missing_fraction: a split with more than this fraction of its listed videos left out at setup (missing,
             unknown label) fails with the layout error.
         synth_if_missing: with ``root`` None, write the ShapesWorld stand-in into the default folder when it does
@@ -221,6 +261,7 @@ class VideoDataModule(CVDataModule):
         num_shots: int | None = None,
         shot_seed: int = 0,
         on_error: OnError = "skip",
+        short_videos: ShortVideos = "skip",
         max_missing_fraction: float = 0.5,
         synth_if_missing: bool = True,
         synth_options: dict[str, Any] | None = None,
@@ -236,6 +277,10 @@ class VideoDataModule(CVDataModule):
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
         self.on_error = check_on_error(on_error)
+        if short_videos not in get_args(ShortVideos):
+            raise ValueError(f"short_videos must be one of {list(get_args(ShortVideos))}, got {short_videos!r}")
+        self.short_videos = short_videos
+        self.pads_samples = short_videos == "repeat"
         if synth_args is not None:
             warnings.warn(f"{type(self).__name__}: synth_args is deprecated, say synth_options (the name every "
                           "datamodule uses); the old name goes in the next release", FutureWarning, stacklevel=2)
@@ -359,7 +404,7 @@ class VideoDataModule(CVDataModule):
         clips, crops = self.views.get(split, (1, 1))
         return VideoClipDataset(
             samples, self.sampler, self.transform, train=split == "train", num_clips=clips, num_crops=crops,
-            backend=self.backend, on_error=self.on_error,
+            backend=self.backend, on_error=self.on_error, short_videos=self.short_videos,
         )
 
     def collate_fn(self, split: str, dataset: Dataset) -> Callable[[list[Any]], dict[str, Any]]:

@@ -19,6 +19,8 @@ from common.callbacks.data import SkipCounter, SkippedSamples
 from common.data.base import (
     CVDataModule,
     DatasetLayoutError,
+    PaddedSample,
+    PaddedSampleWarning,
     SkipCollate,
     SkippedSample,
     SkippedSampleWarning,
@@ -27,6 +29,7 @@ from common.data.base import (
 from common.data.kinetics import Kinetics400DataModule
 from common.data.ssv2 import SSv2DataModule
 from common.data.synth import write_once
+from common.data.video import VideoDecodeError
 from common.data.video_splits import DuplicateLabelError
 
 K400_CLASSES = 4  # the k400 fixture of conftest.py
@@ -122,6 +125,88 @@ def test_fit_logs_skipped_samples_per_epoch(k400: Path, tmp_path: Path) -> None:
     assert logger.metrics["data/skipped_train"] == [1.0, 1.0]  # per epoch, not a running total
     assert logger.metrics["data/skipped_val"] == [0.0, 0.0]
     assert trainer.callback_metrics["data/skipped"].item() == 1.0  # the last one logged: train's
+
+
+# -- a video shorter than one clip: skipped and counted, or completed and counted -------------------------------
+def _truncated_webm(path: Path, keep: int, frames: int = 16) -> Path:
+    """A real VP9 .webm of ``frames`` ShapesWorld frames cut right after its ``keep``-th packet (a download that
+    stopped): decord and PyAV then decode ``keep`` frames."""
+    import av
+
+    from common.data.synth import world
+    from common.data.synth.video_writers import write_video
+
+    spec = world.sample_scene(5, num_objects=(1, 1), person_prob=0.0, motions=["left to right"])
+    full = path.with_name("full_" + path.name)
+    write_video(full, [s.image for s in world.render_video(spec, frames, (32, 42))], 10, "vp9")
+    with av.open(str(full)) as c:
+        positions = [p.pos for p in c.demux(video=0) if p.size > 0]
+    path.write_bytes(full.read_bytes()[: positions[keep]])
+    full.unlink()
+    return path
+
+
+@pytest.fixture()
+def k400_with_short_video(k400: Path, tmp_path: Path) -> Path:
+    """The tiny K400 (8-frame videos; the tests sample 4-frame clips) whose train list also names a 16-frame .webm
+    truncated to 2 frames."""
+    from common.data.video import open_video
+
+    root = tmp_path / "k400"
+    shutil.copytree(k400, root)
+    short = _truncated_webm(root / "train" / "truncated.webm", keep=2)
+    for backend in ("decord", "pyav"):  # real decoding: both libraries see 2 frames
+        with open_video(short, backend) as r:
+            assert r.num_frames == 2 and r.get_frames([0, 1]).shape[0] == 2
+    with open(root / "train.txt", "a") as f:
+        f.write("train/truncated.webm 0\n")
+    return root
+
+
+def _fit(dm: CVDataModule, epochs: int) -> tuple[pl.Trainer, _MemoryLogger]:
+    logger = _MemoryLogger()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[SkippedSamples()],
+                         log_every_n_steps=1, num_sanity_val_steps=0)
+    trainer.fit(_MeanVideoClassifier(K400_CLASSES), datamodule=dm)
+    return trainer, logger
+
+
+def test_a_video_shorter_than_a_clip_is_a_counted_bad_sample(k400_with_short_video: Path) -> None:
+    """Before, the 2 decoded frames were repeated into a 4-frame clip and trained on without a word."""
+    with pytest.warns(SkippedSampleWarning, match=r"skipping short sample .*truncated\.webm \(2 frames decodable, "
+                                                  r"a clip needs 4") as rec:
+        _, logger = _fit(_k400(k400_with_short_video, eval_batch_size=8), epochs=2)
+    assert sum("truncated.webm" in str(w.message) for w in rec) == 1
+    assert logger.metrics["data/skipped_train"] == [1.0, 1.0]
+    assert "data/padded" not in logger.metrics  # this datamodule never completes samples
+    dm = _k400(k400_with_short_video, on_error="raise")
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    i = next(i for i, s in enumerate(ds.samples) if s.path.endswith("truncated.webm"))
+    with pytest.raises(VideoDecodeError) as err:
+        ds[i]
+    assert err.value.reason == "short" and "truncated.webm" in str(err.value)
+
+
+def test_short_videos_repeat_completes_the_clip_and_counts_it_apart(k400_with_short_video: Path) -> None:
+    dm = _k400(k400_with_short_video, eval_batch_size=8, short_videos="repeat", backend="pyav")
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    i = next(i for i, s in enumerate(ds.samples) if s.path.endswith("truncated.webm"))
+    item = ds[i]
+    assert item["video"].shape == (4, 3, 24, 24)
+    assert isinstance(item["padded"], PaddedSample) and item["padded"].reason == "short"
+    batch = SkipCollate()([{k: v for k, v in item.items() if k != "video"}, ds[(i + 1) % len(ds)]])
+    assert int(batch["padded"]) == 1 and batch["padded_samples"][0].path.endswith("truncated.webm")
+    assert "padded" not in ds[(i + 1) % len(ds)]  # full-length videos carry no record
+    with pytest.warns(PaddedSampleWarning, match=r"completed short sample .*truncated\.webm .*frames repeated") as rec:
+        _, logger = _fit(dm, epochs=2)
+    assert sum("truncated.webm" in str(w.message) for w in rec) == 1
+    assert logger.metrics["data/padded_train"] == [1.0, 1.0] and logger.metrics["data/padded_val"] == [0.0, 0.0]
+    assert logger.metrics["data/skipped_train"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="short_videos must be one of"):
+        _k400(k400_with_short_video, short_videos="pad")
 
 
 # -- setup-time checks of the listed files ----------------------------------------------------------------------
