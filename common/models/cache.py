@@ -1,8 +1,10 @@
 """The cache of ShapesWorld-pretrained tiny backbones: ``outputs/pretrained/<name>/{weights.pt,manifest.json}``.
 
 :func:`ensure_pretrained` returns the cached weights, pretraining them first when they are missing (or were made for
-another architecture). Several processes (DDP ranks, parallel tests) may ask at once: a file lock makes one of them
-train while the others wait and then read the cache.
+another architecture). A cached file that does not match the sha256 its manifest records (a truncated copy, a full
+disk) is an error naming the file and the fix (:func:`check_weights`), never fed to ``torch.load``. Several processes
+(DDP ranks, parallel tests) may ask at once: a file lock makes one of them train while the others wait and then read
+the cache.
 
 This module stores; it does not train. The trainer (:func:`common.models.pretrain.pretrain`) registers itself with
 :func:`register_trainer` when ``common.models`` is imported (``common/models/__init__.py`` imports it), so the loaders
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from common.checkpoints import CorruptCheckpointError, check_checkpoint, checkpoint_problem
 from common.models.registry import get_shapes_model
 from common.paths import pretrained_dir
 
@@ -83,6 +86,37 @@ def cache_is_valid(name: str, root: Path | None = None) -> bool:
     return True
 
 
+#: (path, size, mtime) -> sha256 of files already hashed in this process
+_SHA_SEEN: dict[tuple[str, int, int], str] = {}
+
+
+def check_weights(name: str, root: Path | None = None) -> Path:
+    """The cached weights file of ``name``, checked whole: its sha256 against the one ``manifest.json`` records
+    (a manifest without one: the zip check of :func:`common.checkpoints.check_checkpoint`).
+
+    Raises :class:`common.checkpoints.CorruptCheckpointError` naming the file and the fix (delete the entry, which is
+    rebuilt on the next run, or rebuild it now with ``--force``).
+    """
+    d = cache_dir(name, root)
+    wf, mf = d / WEIGHTS_FILE, d / MANIFEST_FILE
+    fix = (f"Delete {d} and it is rebuilt on the next run, or rebuild it now with "
+           f"`python -m common.data.synth pretrain --name {name} --force`.")
+    want = ((read_manifest(name, root) or {}).get("weights") or {}).get("sha256")
+    if not want:
+        check_checkpoint(wf, what="cached pretrained weights", fix=fix)
+        return wf
+    st = wf.stat()
+    key = (str(wf.resolve()), st.st_size, st.st_mtime_ns)
+    have = _SHA_SEEN.get(key) or file_sha256(wf)
+    if have != want:
+        problem = checkpoint_problem(wf)
+        raise CorruptCheckpointError(
+            f"cached pretrained weights {wf} ({st.st_size:,} bytes) do not match the sha256 recorded in {mf}: the file "
+            f"was cut short or changed after it was written{f' ({problem})' if problem else ''}.\n{fix}")
+    _SHA_SEEN[key] = have
+    return wf
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,10 +162,10 @@ def ensure_pretrained(
     get_shapes_model(name)  # clear error for unknown names
     d = cache_dir(name, root)
     if not force and cache_is_valid(name, root):
-        return d / WEIGHTS_FILE
+        return check_weights(name, root)
     with _locked(d.parent / f".{name}.lock"):
         if not force and cache_is_valid(name, root):  # someone else trained it while we waited
-            return d / WEIGHTS_FILE
+            return check_weights(name, root)
         if _TRAINER is None:
             raise RuntimeError(
                 f"pretrained {name} is not in {d} and no trainer is registered: import common.models (its "
