@@ -69,7 +69,8 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 
 
 class Throughput(pl.Callback):
-    """Logs training throughput (samples/s over all ranks, data loading included) and peak memory per epoch."""
+    """Logs training throughput (samples/s over all ranks, data loading included) and peak memory per epoch (after a
+    mid-epoch resume, over the rest of that epoch)."""
 
     def __init__(self) -> None:
         self._samples = 0
@@ -78,6 +79,12 @@ class Throughput(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._samples = 0
         self._t0 = time.perf_counter()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._t0 is None:  # resumed mid-epoch (Lightning does not start the epoch again): time the rest of it
+            self._samples = 0
+            self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import torch
 import torchmetrics
 from torch.utils.data import Dataset
@@ -27,15 +30,24 @@ class ToyDataset(Dataset):
 
 
 class ToyDataModule(CVDataModule):
-    """37 validation samples, so that padding duplicates under 2-process DDP would show."""
+    """37 validation samples, so that padding duplicates under 2-process DDP would show. ``root``: a folder that
+    must exist (nothing is read from it), so that a wrong data root can be tested."""
+
+    dataset_name = "Toy points"
 
     def __init__(self, num_train: int = 64, num_val: int = 37, num_classes: int = 3, batch_size: int = 8,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, root: str | None = None) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.num_train, self.num_val, self.num_classes = num_train, num_val, num_classes
+        self.root = root
+
+    def layout_help(self) -> str:
+        return "  ROOT/ (any folder)"
 
     @property
     def info(self) -> dict:
+        if self.root is not None and not Path(self.root).is_dir():  # read at link time, as real datamodules do
+            raise self.layout_error(f"dataset root {self.root} does not exist")
         return {"num_classes": self.num_classes, "class_names": [f"class {i}" for i in range(self.num_classes)]}
 
     def setup(self, stage: str | None = None) -> None:
@@ -56,12 +68,13 @@ class ToyDataModule(CVDataModule):
 
 
 class ToyModule(CVModule):
-    """Linear classifier. ``nan_at_step`` makes the loss NaN from that global step on (tests the guard)."""
+    """Linear classifier. ``nan_at_step`` makes the loss NaN from that global step on (tests the guard);
+    ``step_delay`` seconds of sleep per training step make a run slow enough to interrupt."""
 
     monitor = "val/acc"
     monitor_mode = "max"
 
-    def __init__(self, lr: float = 0.1, hidden: int = 16, nan_at_step: int | None = None,
+    def __init__(self, lr: float = 0.1, hidden: int = 16, nan_at_step: int | None = None, step_delay: float = 0.0,
                  data_info: dict | None = None) -> None:
         super().__init__(data_info)
         self.save_hyperparameters()
@@ -74,6 +87,8 @@ class ToyModule(CVModule):
         self.val_loss = torchmetrics.MeanMetric().set_dtype(torch.float64)
 
     def training_step(self, batch, batch_idx):
+        if self.hparams.step_delay:
+            time.sleep(self.hparams.step_delay)
         logits = self.net(batch["x"])
         ce = torch.nn.functional.cross_entropy(logits, batch["y"])
         terms = {"ce": ce}
