@@ -5,24 +5,28 @@ A :class:`lightning.pytorch.cli.LightningCLI` subclass in subclass mode (a YAML 
 
 * an MLflow logger (:class:`common.loggers.CVMLFlowLogger`) with tags (paper, setting, preset, git sha, command),
   the resolved config uploaded as ``config.yaml`` and flattened as params (rank 0 only);
-* ModelCheckpoint (``last.ckpt`` + the best on the model's ``monitor``) under ``outputs/<experiment>/<run name>/``;
+* checkpoints under ``outputs/<experiment>/<run name>/``: the best on the model's ``monitor`` and ``last.ckpt``, the
+  last state (written after every training epoch, at the end of fit and on Ctrl-C / SIGTERM:
+  :class:`common.callbacks.LastStateCheckpoint`; a first Ctrl-C stops after the current batch);
 * LearningRateMonitor, a rich progress bar (step count for step-limited runs), parameter budget, throughput/peak memory, the non-finite loss guard;
 * the datamodule's ``info`` linked into the model's ``data_info`` (num_classes, class names, tasks ...);
 * ``--ckpt_path last`` resolving to the newest ``last.ckpt`` of this setting (or of ``--run.name``) and
-  resuming the same MLflow run;
+  resuming the same MLflow run (run names and settings: :func:`common.tracking.new_run_name`,
+  :func:`common.tracking.config_setting`, the same for the reproduce drivers);
+* errors of the project printed as their message, without the traceback (``--debug`` or ``CVINW_DEBUG=1`` shows
+  it; :mod:`common.errors`);
 * ``--run.*`` options: ``name``, ``experiment``, ``parent_run_id`` (start as a child run), ``preset``, ``setting``,
   ``tags``, ``summary_path`` (write final metrics as JSON), ``output_dir``.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
-import re
-import shlex
 import sys
-import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +36,12 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from common import tracking
-from common.loggers import CVMLFlowLogger
 from common.callbacks import (
+    GracefulInterrupt,
+    LastStateCheckpoint,
     NonFiniteLossError,
     NonFiniteLossGuard,
     ParameterBudget,
@@ -43,10 +49,14 @@ from common.callbacks import (
     SkippedSamples,
     StepProgressBar,
     Throughput,
+    TrainingInterrupted,
 )
+from common.callbacks.checkpoint import interrupt_exit_code
+from common.errors import debug_requested, project_error, short_error
+from common.loggers import CVMLFlowLogger
 from common.paths import outputs_dir, project_root
 
-PRESETS = ("smoke", "tiny", "paper")
+PRESETS = tracking.PRESETS
 _RUN_NAME_ENV = "CVINW_RUN_NAME"
 _RUN_ID_ENV = "CVINW_MLFLOW_RUN_ID"
 
@@ -56,7 +66,8 @@ class RunOptions:
     """How the run is named and tracked.
 
     Args:
-        name: run name (MLflow run name and checkpoint folder); default ``<setting>-<date>-<time>``.
+        name: run name (MLflow run name and checkpoint folder); default ``<setting>-<date>-<time>``
+            (:func:`common.tracking.new_run_name`).
         experiment: MLflow experiment; default the paper's package name.
         parent_run_id: start this run as a child of that MLflow run (reproduce drivers use this).
         preset: smoke | tiny | paper | custom; default guessed from the config path.
@@ -84,6 +95,27 @@ def _has_cli(package: str) -> bool:
     except (ImportError, ValueError):
         return False
     return bool(spec and spec.origin and Path(spec.origin).resolve().parent.parent == project_root().resolve())
+
+
+def _package_of_prog(prog: str | None) -> str:
+    """The package a command runs: ``python -m polyhistor`` -> ``polyhistor``; else ``__main__``'s package."""
+    words = (prog or "").split()
+    if len(words) >= 3 and words[-2] == "-m":
+        return words[-1].split(".")[0]
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return main.name.split(".")[0] if main else ""
+
+
+def _description(package: str) -> str:
+    """What ``--help`` says first: the project, and the paper of ``python -m <paper>`` (its package docstring)."""
+    title = ""
+    if package and _has_cli(package):
+        doc = (importlib.import_module(package).__doc__ or "").strip()
+        title = doc.splitlines()[0].rstrip(".") if doc else package
+    project = "cvinw (computer vision in the wild, reproduced)"
+    return (f"{title}, reimplemented in {project}. " if title else f"{project}. ") + (
+        "Train, evaluate and predict with one YAML config per paper setting: fit | validate | test | predict "
+        "--config FILE.yaml. Errors print without a traceback; --debug (or CVINW_DEBUG=1) shows it.")
 
 
 def _data_info(datamodule: Any) -> dict[str, Any]:
@@ -121,6 +153,12 @@ class CVInWCLI(LightningCLI):
         self._run_dir: Path | None = None
         self._resume_run_id: str | None = None
         self._args = [str(a) for a in args] if isinstance(args, list) else None
+        package = _package_of_prog(prog)
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        parser_kwargs.setdefault("description", _description(package))
+        if package and _has_cli(package):
+            parser_kwargs.setdefault("prog", f"python -m {package}")
+        kwargs["parser_kwargs"] = parser_kwargs
         kwargs.setdefault("save_config_callback", MLflowConfigSaver)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 42)
@@ -153,25 +191,11 @@ class CVInWCLI(LightningCLI):
 
     def _setting(self) -> str:
         run = self._sub().run
-        if run.setting:
-            return str(run.setting)
-        for p in self._config_paths():
-            parts = p.resolve().parts
-            if "configs" in parts:
-                i = len(parts) - 1 - parts[::-1].index("configs")
-                return str(Path(*parts[i + 1:]).with_suffix(""))
-        paths = self._config_paths()
-        return paths[0].stem if paths else "custom"
+        return str(run.setting) if run.setting else tracking.config_setting(self._config_paths())
 
     def _preset(self, setting: str) -> str:
         run = self._sub().run
-        if run.preset:
-            return str(run.preset)
-        words = re.split(r"[/_\-.]", setting)
-        for preset in PRESETS:
-            if preset in words:
-                return preset
-        return "custom"
+        return str(run.preset) if run.preset else tracking.setting_preset(setting)
 
     def _experiment(self) -> str:
         return str(self._sub().run.experiment or self._paper())
@@ -180,15 +204,16 @@ class CVInWCLI(LightningCLI):
         """Name the run and its folder; resolve ``--ckpt_path last``. Children of a DDP launch inherit the name."""
         run = self._sub().run
         experiment = self._experiment()
-        setting_slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self._setting())
+        setting = self._setting()
         ckpt_path = self._sub().get("ckpt_path")
         name = run.name or os.environ.get(_RUN_NAME_ENV)
         if ckpt_path == "last":
-            last = self._find_last(experiment, name, setting_slug, run.output_dir)
+            last = self._find_last(experiment, name, setting, run.output_dir)
             if last is None:
                 raise SystemExit(
                     f"--ckpt_path last: no last.ckpt under {outputs_dir() / experiment}/"
-                    f"{name or setting_slug + '-*'}/. Train first, or pass --run.name / --ckpt_path FILE.")
+                    f"{name or tracking.run_slug(setting) + '-<date>-<time>'}/ (setting {setting!r}). Train first, "
+                    "or pass --run.name / --ckpt_path FILE.")
             self._sub()["ckpt_path"] = str(last)
             name = name or last.parent.name
         if ckpt_path and ckpt_path != "last" and not name and Path(str(ckpt_path)).is_file():
@@ -197,7 +222,7 @@ class CVInWCLI(LightningCLI):
             if self.subcommand == "fit" and meta.get("run_name"):
                 name = meta["run_name"]
         if not name:
-            name = f"{setting_slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+            name = tracking.new_run_name(setting, None if run.output_dir else outputs_dir() / experiment)
         os.environ[_RUN_NAME_ENV] = name
         self._run_name = name
         self._run_dir = Path(run.output_dir) if run.output_dir else outputs_dir() / experiment / name
@@ -206,7 +231,7 @@ class CVInWCLI(LightningCLI):
             self._resume_run_id = _checkpoint_meta(Path(str(final_ckpt))).get("mlflow_run_id")
 
     @staticmethod
-    def _find_last(experiment: str, name: str | None, slug: str, output_dir: str | None) -> Path | None:
+    def _find_last(experiment: str, name: str | None, setting: str, output_dir: str | None) -> Path | None:
         if output_dir:
             cand = Path(output_dir) / "last.ckpt"
             return cand if cand.is_file() else None
@@ -214,8 +239,7 @@ class CVInWCLI(LightningCLI):
         if name:
             cand = root / name / "last.ckpt"
             return cand if cand.is_file() else None
-        found = sorted(root.glob(f"{slug}-*/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        return found[-1] if found else None
+        return tracking.latest_checkpoint(root, setting)
 
     def _parse_ckpt_path(self) -> None:
         self.subcommand = self.config.get("subcommand")
@@ -236,10 +260,10 @@ class CVInWCLI(LightningCLI):
 
         logger = config.get("logger")
         if logger is None or logger is True:
-            tags = tracking.base_tags(self._paper(), setting, self._preset(setting), run.tags, self._args)
+            paper = self._paper()
+            prog = self._prog or (f"python -m {paper}" if paper != "cvinw" else None)
+            tags = tracking.base_tags(paper, setting, self._preset(setting), run.tags, self._args, prog)
             tags["subcommand"] = self.subcommand
-            if self._prog and self._args is not None:
-                tags["command"] = " ".join([self._prog, *map(shlex.quote, self._args)])[:5000]
             if run.parent_run_id:
                 tags[tracking.PARENT_TAG] = run.parent_run_id
             run_id = self._resume_run_id or os.environ.get(_RUN_ID_ENV) or None
@@ -248,7 +272,7 @@ class CVInWCLI(LightningCLI):
         defaults: list[pl.Callback] = []
         model = self.model
         if not any(issubclass(t, ModelCheckpoint) for t in have) and config.get("enable_checkpointing", True) is not False:
-            defaults.append(ModelCheckpoint(
+            defaults.append(LastStateCheckpoint(
                 dirpath=str(self._run_dir), filename="best-{epoch}-{step}", monitor=getattr(model, "monitor", None),
                 mode=getattr(model, "monitor_mode", "min"), save_last=True, save_top_k=1,
                 auto_insert_metric_name=False, enable_version_counter=False,
@@ -258,7 +282,7 @@ class CVInWCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
                 issubclass(t, pl.callbacks.ProgressBar) for t in have):
             defaults.append(StepProgressBar(leave=True))
-        for cls in (ParameterBudget, Throughput, NonFiniteLossGuard, SkippedSamples):
+        for cls in (ParameterBudget, Throughput, NonFiniteLossGuard, SkippedSamples, GracefulInterrupt):
             if cls not in have:
                 defaults.append(cls())
         defaults.append(RunInfoCheckpoint(self._run_name))
@@ -319,19 +343,45 @@ def _checkpoint_meta(path: Path) -> dict[str, Any]:
 def run(args: list[str], prog: str | None = None) -> dict[str, Any]:
     """Run one command (``["fit", "--config", ...]``) in this process and return its summary: final metrics, run
     name and MLflow run id, checkpoint paths, parameter counts (what ``summary_<subcommand>.json`` holds; empty on
-    ranks other than 0). ``prog`` (e.g. ``python -m polyhistor``) makes the run's ``command`` tag a command a user
-    can paste. Errors propagate as exceptions; a bad command line raises ``SystemExit`` (jsonargparse's)."""
-    cli = CVInWCLI(args=[str(a) for a in args], prog=prog)
+    ranks other than 0). ``prog`` (e.g. ``python -m polyhistor``, the default for a paper's config) makes the run's
+    ``command`` tag a command a user can paste. Errors propagate as exceptions; a bad command line raises
+    ``SystemExit`` (jsonargparse's); a fit stopped by Ctrl-C or SIGTERM (``last.ckpt`` saved) raises
+    :class:`common.callbacks.TrainingInterrupted`, a ``KeyboardInterrupt``."""
+    try:
+        cli = CVInWCLI(args=[str(a) for a in args], prog=prog)
+    except SIGTERMException as err:
+        raise TrainingInterrupted("training stopped by an interrupt; last.ckpt holds its last state",
+                                  interrupt_exit_code() - 128) from err
     return dict(cli.summary or {})
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m <paper>``: ``fit | validate | test | predict`` with ``--config`` files."""
+    """Entry point of ``python -m <paper>``: ``fit | validate | test | predict`` with ``--config`` files.
+
+    Exit status: 0; 1 for an error (the project's own errors print as their message, see :mod:`common.errors`; with
+    ``--debug`` or ``CVINW_DEBUG=1`` after the traceback); 2 for a bad command line; 3 for a non-finite loss; 130 /
+    143 when Ctrl-C / SIGTERM stopped a fit (``last.ckpt`` saved).
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    if args is None:
+        sys.argv[1:] = argv  # LightningCLI reads sys.argv itself (and warns when given both)
     try:
-        CVInWCLI(args=args)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(3) from err
+        CVInWCLI(args=None if args is None else argv)
+    except SIGTERMException as err:
+        code = interrupt_exit_code()
+        print(f"[cvinw] stopped by {'Ctrl-C' if code == 130 else 'SIGTERM'}; resume with --ckpt_path last",
+              file=sys.stderr)
+        raise SystemExit(code) from err
+    except Exception as err:
+        code = 3 if isinstance(err, NonFiniteLossError) else 1
+        if project_error(err) is None and not isinstance(err, NonFiniteLossError):
+            raise  # not one of ours: the traceback is the message
+        if debug:
+            traceback.print_exception(err)
+        print(short_error(err), file=sys.stderr)
+        raise SystemExit(code) from err
 
 
 __all__ = ["CVInWCLI", "RunOptions", "main", "project_root", "run"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -153,6 +155,11 @@ def test_paper_entry_points_list_subcommands() -> None:
     assert out.returncode == 0
     for sub in ("fit", "validate", "test", "predict"):
         assert sub in out.stdout
+    # --help names the project and the paper, not Lightning's generic tool
+    text = " ".join(out.stdout.split())
+    assert text.startswith("usage: python -m polyhistor") and "cvinw" in text
+    assert "Polyhistor: parameter-efficient multi-task adaptation for dense vision tasks" in text
+    assert "Lightning Trainer command line tool" not in text and "LightningCLI's args parameter" not in out.stderr
 
 
 @pytest.mark.slow
@@ -244,4 +251,126 @@ def test_run_returns_the_summary_and_tags_a_command_a_user_can_paste(run_env: di
     assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]
     assert runs[0].data.metrics["val/acc"] == pytest.approx(summary["metrics"]["val/acc"])
     command = runs[0].data.tags["command"]
-    assert command.startswith("python -m tests fit --config ") and str(TOY) in command
+    # files inside the repository as a user types them at its root
+    assert command.startswith("python -m tests fit --config tests/helpers/toy.yaml "), command
+
+
+# ------------------------------------------------------------------------------------------ last.ckpt, interrupts
+def _ckpt_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def test_last_ckpt_is_the_last_epoch_whatever_the_validation_schedule(run_env: dict) -> None:
+    """Validation every 2 epochs, 3 epochs: last.ckpt is epoch 3's state (Lightning's own ModelCheckpoint kept epoch
+    2's, written only with a new best); the best checkpoint stays the validated one."""
+    main(["fit", "--config", str(TOY), *QUIET, "--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2",
+          "--run.name", "sparse-val"])
+    run_dir = run_env["outputs"] / "cvinw" / "sparse-val"
+    assert _ckpt_step(run_dir / "last.ckpt") == 24  # 3 epochs x 8 steps
+    best = list(run_dir.glob("best-*.ckpt"))
+    assert [b.name for b in best] == ["best-1-16.ckpt"] and _ckpt_step(best[0]) == 16
+    summary = json.loads((run_dir / "summary_fit.json").read_text())
+    assert Path(summary["last_model_path"]).name == "last.ckpt" and summary["global_step"] == 24
+
+
+def _metric_steps(client: MlflowClient, run_id: str) -> Counter:
+    """How many times each (metric, step) was logged to the run."""
+    keys = client.get_run(run_id).data.metrics
+    return Counter((k, m.step) for k in keys for m in client.get_metric_history(run_id, k))
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    t0 = time.time()
+    while not cond():
+        assert proc.poll() is None, f"the run ended early (status {proc.returncode}): {proc.stderr.read()[-3000:]}"
+        assert time.time() - t0 < timeout, "timed out waiting for the run"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_last_state_and_kill_9_resume_logs_no_step_twice(run_env: dict) -> None:
+    """A fit stopped by SIGTERM writes last.ckpt at the step it stopped (exit 143); one killed with kill -9 and
+    resumed with --ckpt_path last replays from the last epoch's last.ckpt, and MLflow holds every (metric, step)
+    exactly as often as an uninterrupted run does: no step logged twice."""
+    tmp, uri = run_env["tmp"], run_env["uri"]
+    args = ["fit", "--config", str(TOY), *QUIET, "--trainer.max_epochs=3", "--model.init_args.step_delay=0.2",
+            "--run.name", "interrupted", "--run.experiment", "interrupt"]
+    cmd = [sys.executable, "-m", "polyhistor", *args]
+    env = _subprocess_env(tmp, uri)
+    run_dir = tmp / "outputs" / "interrupt" / "interrupted"
+    client = MlflowClient(uri)
+
+    def logged_step() -> int:
+        exp = client.get_experiment_by_name("interrupt")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        hist = client.get_metric_history(runs[0].info.run_id, "train/loss_step") if runs else []
+        return max((m.step for m in hist), default=-1)
+
+    def last_step() -> int:
+        try:
+            return _ckpt_step(run_dir / "last.ckpt")
+        except Exception:  # not there yet, or being written
+            return -1
+
+    # 1. SIGTERM in the middle of epoch 2: the batch ends, last.ckpt holds that step, exit status 143
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: last_step() == 8 and logged_step() >= 11, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    stopped = last_step()
+    assert 11 <= stopped < 16, stopped  # mid-epoch: the state at the interrupt, not the last epoch's
+    assert "resume with --ckpt_path last" in err
+
+    # 2. resumed, then kill -9 in the middle of epoch 3: last.ckpt is epoch 2's, MLflow already has later steps
+    proc = subprocess.Popen(cmd + ["--ckpt_path", "last"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: last_step() == 16 and logged_step() >= 19, proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert last_step() == 16 and logged_step() > 16, "the kill must leave steps logged after last.ckpt"
+
+    # 3. resumed to the end (in this process)
+    main([*args, "--ckpt_path", "last"])
+    assert last_step() == 24
+    exp = client.get_experiment_by_name("interrupt")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one MLflow run through all three processes
+
+    # the same fit without interruption, for comparison
+    main(["fit", "--config", str(TOY), *QUIET, "--trainer.max_epochs=3", "--run.name", "reference"])
+    ref = client.search_runs([client.get_experiment_by_name("cvinw").experiment_id])[0]
+    interrupted, reference = _metric_steps(client, runs[0].info.run_id), _metric_steps(client, ref.info.run_id)
+    assert interrupted == reference, {k: (interrupted[k], reference[k]) for k in interrupted | reference
+                                      if interrupted[k] != reference[k]}
+
+
+# ----------------------------------------------------------------------------------------------------- short errors
+def test_a_wrong_data_root_is_a_short_error_with_the_layout(run_env: dict) -> None:
+    """The project's own error (here a DatasetLayoutError raised while jsonargparse links the datamodule's info into
+    the model, which wraps it in a ValueError repeating every argument) prints as its message, a few lines."""
+    missing = run_env["tmp"] / "no-such-data"
+    out = subprocess.run([sys.executable, "-m", "polyhistor", "fit", "--config", str(TOY), *QUIET,
+                          f"--data.init_args.root={missing}"], cwd=REPO, capture_output=True, text=True,
+                         env=_subprocess_env(run_env["tmp"], run_env["uri"]), timeout=300)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) <= 6, out.stderr
+    assert f"error: Toy points: dataset root {missing} does not exist" in out.stderr
+    assert "Expected layout" in out.stderr and "--debug" in out.stderr
+    assert "Traceback" not in out.stderr and "compute_fn" not in out.stderr
+
+
+def test_the_traceback_is_behind_debug(run_env: dict, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = run_env["tmp"] / "no-such-data"
+    args = ["fit", "--config", str(TOY), *QUIET, f"--data.init_args.root={missing}"]
+    with pytest.raises(SystemExit) as ex:
+        main([*args, "--debug"])
+    assert ex.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "DatasetLayoutError" in err and err.rstrip().endswith("CVINW_DEBUG=1)")
+    monkeypatch.setenv("CVINW_DEBUG", "1")
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "Traceback" in capsys.readouterr().err
