@@ -2,17 +2,25 @@
 
 A paper contributes ``benchmarks/reproduce/<paper>.py`` with
 
-* ``make_plan(preset: str, data: str | None) -> Plan``: the rows to run (a config each) and a ``prepare`` step
-  (build data / pretrained backbones once, before the first row);
+* ``make_plan(preset: str, data: str | None) -> Plan``: the rows to run (a config each), a ``check`` of the data the
+  rows read when it is not generated (the paper preset, ``--data``; :func:`check_datamodules`) and a ``prepare``
+  step (build data / pretrained backbones once, before the first row);
 * ``write_results(plan, results) -> str``: turn the finished rows into ``benchmarks/results/<paper>_<preset>.md``
   and ``.csv`` and return the table text to print (it may also log table-level metrics to the runs).
 
 :func:`run_plan` does the rest: one parent run, rows in order with their position and an ETA, each row through
-the paper's CLI (``fit --config ROW.yaml --run.parent_run_id PARENT``), in this process through
+the paper's CLI (``fit --config ROW.yaml --run.parent_run_id PARENT``: the run's setting, preset and name are the
+CLI's own, :func:`common.tracking.config_setting` / :func:`common.tracking.new_run_name`, so ``python -m <paper> fit
+--config ROW.yaml --ckpt_path last`` finds the row's ``last.ckpt`` and a row's ``command`` tag is that command), in
+this process through
 :func:`common.cli.run` (which returns the row's summary; saves one framework start-up per row) or in a subprocess
 each (``isolate=True``, the summary through ``--run.summary_path``). A row whose config (files +
 overrides) is unchanged since it last finished is not trained again: its result is read back from the state
 folder ``outputs/reproduce/<paper>/<preset>/``, so an interrupted reproduction resumes where it stopped.
+
+Before the first row the data is checked (``Plan.check``): a missing dataset or a wrong layout is one
+:class:`common.errors.DataCheckError` naming ``DATA=`` and the layout (exit status 2), with nothing trained or
+written. A reproduction whose rows all failed writes no table (exit status 1).
 """
 
 from __future__ import annotations
@@ -29,7 +37,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import tracking
+from common.errors import DataCheckError
 from common.paths import outputs_dir, project_root
+
+__all__ = ["DataCheckError", "Plan", "Row", "RowResult", "check_datamodules", "config_hash", "finish_parent",
+           "run_plan", "save_table", "state_dir"]
 
 #: environment variables the CLI uses to pass a run's identity to DDP children; cleared between in-process rows
 _CLI_ENV = ("CVINW_RUN_NAME", "CVINW_MLFLOW_RUN_ID")
@@ -65,6 +78,7 @@ class Plan:
     experiment: str
     prepare: Callable[[], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    check: Callable[[], None] | None = None  # raises DataCheckError; runs before anything is written
     jobs: int = 1  # rows at once when the command line does not say (see run_plan)
 
 
@@ -82,6 +96,7 @@ class RowResult:
     cpu_seconds: float | None = None  # CPU time of the row (user + system), independent of machine load
     reused: bool = False
     error: str | None = None
+    run_name: str | None = None
 
 
 def state_dir(paper: str, preset: str) -> Path:
@@ -136,25 +151,37 @@ def _parent_run(plan: Plan, sdir: Path) -> str:
     return run_id
 
 
-def _cli_args(plan: Plan, row: Row, parent: str, run_name: str) -> list[str]:
-    return ["fit", "--config", str(_resolve(row.config)), *row.overrides,
-            "--run.parent_run_id", parent, "--run.name", run_name,
-            "--run.experiment", plan.experiment, "--run.preset", plan.preset,
-            "--run.setting", f"{plan.preset}/{row.key}"]
+def row_setting(row: Row) -> str:
+    """The setting of a row's runs: the CLI's for its config (``smoke/lora``; the same when a user runs it)."""
+    return tracking.config_setting([_resolve(row.config)])
+
+
+def _cli_args(plan: Plan, row: Row, parent: str) -> list[str]:
+    """The row's command after ``python -m <paper>``: its config, overrides and the parent run; what a user would
+    type (the run's name comes from the environment, the setting and preset from the config path)."""
+    args = ["fit", "--config", str(_resolve(row.config)), *row.overrides, "--run.parent_run_id", parent]
+    if plan.experiment != plan.cli_module:
+        args += ["--run.experiment", plan.experiment]
+    if tracking.setting_preset(row_setting(row)) != plan.preset:
+        args += ["--run.preset", plan.preset]
+    return args
 
 
 def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file: Path | None = None,
-             threads: int | None = None) -> tuple[dict[str, Any], float]:
+             threads: int | None = None, run_name: str | None = None) -> tuple[dict[str, Any], float]:
     """Run one CLI command; returns its summary (``common.cli.run``'s) and its CPU seconds (user + system).
 
     In this process through :func:`common.cli.run`; with ``isolate`` in a subprocess of ``python -m <paper>`` that
-    writes the summary to ``summary`` (``--run.summary_path``)."""
+    writes the summary to ``summary`` (``--run.summary_path``). ``run_name`` reaches the CLI through the environment
+    (as it does DDP children), so that the run's ``command`` tag stays the command a user would type."""
     import resource
 
     if isolate:
         env = dict(os.environ)
         for k in _CLI_ENV:
             env.pop(k, None)
+        if run_name:
+            env[_CLI_ENV[0]] = run_name
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         summary.unlink(missing_ok=True)
@@ -173,6 +200,8 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file
 
     for k in _CLI_ENV:
         os.environ.pop(k, None)
+    if run_name:
+        os.environ[_CLI_ENV[0]] = run_name
     before = resource.getrusage(resource.RUSAGE_SELF)
     try:
         data = run(args, prog=f"python -m {plan.cli_module}")
@@ -189,19 +218,19 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file
 
 def _train_row(plan: Plan, row: Row, h: str, parent: str, sdir: Path, isolate: bool, parallel: bool,
                threads: int | None) -> RowResult:
-    run_name = f"{plan.preset}-{row.key}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = tracking.new_run_name(row_setting(row), outputs_dir() / plan.experiment)
     t0 = time.time()
     try:
-        data, cpu = _run_cli(plan, _cli_args(plan, row, parent, run_name), isolate,
+        data, cpu = _run_cli(plan, _cli_args(plan, row, parent), isolate,
                              sdir / f"{row.key}.summary.json", sdir / f"{row.key}.log" if parallel else None,
-                             threads)
+                             threads, run_name)
         if not data:
             raise RuntimeError("the CLI returned no summary")
         res = RowResult(row.key, "finished", h, {k: float(v) for k, v in data.get("metrics", {}).items()},
                         (data.get("params") or {}).get("trainable"), data.get("mlflow_run_id"), time.time() - t0,
-                        cpu)
+                        cpu, run_name=data.get("run_name") or run_name)
     except Exception as err:  # one failing row must not stop the table
-        res = RowResult(row.key, "failed", h, seconds=time.time() - t0,
+        res = RowResult(row.key, "failed", h, seconds=time.time() - t0, run_name=run_name,
                         error="".join(traceback.format_exception_only(type(err), err)).strip())
     (sdir / f"{row.key}.json").write_text(json.dumps(asdict(res), indent=2, sort_keys=True))
     return res
@@ -223,7 +252,6 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
     from common import tracking
 
     sdir = state_dir(plan.paper, plan.preset)
-    sdir.mkdir(parents=True, exist_ok=True)
     todo: list[tuple[Row, str]] = []
     results: dict[str, RowResult] = {}
     for row in plan.rows:
@@ -234,6 +262,9 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
             results[row.key] = prev
         else:
             todo.append((row, h))
+    if todo and plan.check is not None:
+        plan.check()  # DataCheckError before anything is trained or written
+    sdir.mkdir(parents=True, exist_ok=True)
     log(f"[reproduce] {plan.paper} / {plan.preset}: {len(plan.rows)} rows, {len(results)} already done "
         f"with the same config, {len(todo)} to run (state in {sdir})")
     if todo and plan.prepare is not None:
@@ -256,7 +287,7 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
         nonlocal done_cost
         results[row.key] = res
         done_cost += row.cost
-        msg = f"[reproduce] row {row.key}: {res.status} in {_fmt_seconds(res.seconds)}"
+        msg = f"[reproduce] row {row.key}: {res.status} in {_fmt_seconds(res.seconds)} (run {res.run_name})"
         if res.cpu_seconds is not None:
             msg += f" (CPU {_fmt_seconds(res.cpu_seconds)})"
         log(msg + (f" ({res.error})" if res.error else "") + f" -- {len(results)}/{len(plan.rows)} done, {eta()}")
@@ -284,6 +315,59 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
     log(f"\n[reproduce] {len(todo)} rows trained in {_fmt_seconds(time.time() - start)} "
         f"(CPU {_fmt_seconds(cpu)} over {max(1, jobs)} job(s))" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return parent, results
+
+
+def _data_override(overrides: list[str]) -> dict[str, Any]:
+    """``--data.init_args.K=V`` / ``--data.init_args.K V`` overrides as ``{K: V}`` (V parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    prefix = "--data.init_args."
+    for i, arg in enumerate(overrides):
+        if not arg.startswith(prefix):
+            continue
+        key, eq, value = arg[len(prefix):].partition("=")
+        if not eq:
+            if i + 1 >= len(overrides):
+                continue
+            value = overrides[i + 1]
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def check_datamodules(plan: Plan, what: str, flag_help: str) -> None:
+    """Set up (``prepare_data`` + ``setup("fit")``) the datamodule of every distinct dataset root the rows read, as
+    the rows' training would, and raise one :class:`DataCheckError` for the first that fails: ``what`` (the data the
+    preset needs), the root, the datamodule's message and its expected layout, and ``flag_help`` (how to pass
+    ``DATA=``). Reads only: a root that is given is never written."""
+    import importlib
+
+    import yaml
+
+    seen: set[tuple[str, str]] = set()
+    for row in plan.rows:
+        cfg = yaml.safe_load(_resolve(row.config).read_text())
+        data = dict(cfg.get("data") or {})
+        class_path = str(data.get("class_path", ""))
+        init_args = {**(data.get("init_args") or {}), **_data_override(row.overrides)}
+        key = (class_path, str(init_args.get("root")))
+        if not class_path or key in seen:
+            continue
+        seen.add(key)
+        module, _, name = class_path.rpartition(".")
+        dm = None
+        try:
+            dm = getattr(importlib.import_module(module), name)(**init_args)
+            dm.prepare_data()
+            dm.setup("fit")
+        except Exception as err:
+            msg = str(err).strip() if type(err).__module__.split(".")[0] == "common" else f"{type(err).__name__}: {err}"
+            layout = dm.layout_help() if dm is not None and hasattr(dm, "layout_help") else ""
+            if layout and layout.strip() not in msg:
+                msg += f"\nExpected layout:\n{layout}"
+            root = init_args.get("root")
+            raise DataCheckError(f"{what}; the data at {root if root else 'the default location'} is not usable "
+                                 f"(row {row.key}):\n{msg}\n{flag_help}") from err
 
 
 def save_table(plan: Plan, md: str, csv_text: str, results_dir: Path | None = None) -> list[Path]:

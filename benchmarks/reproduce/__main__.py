@@ -1,6 +1,8 @@
 """``python -m benchmarks.reproduce <paper> --preset tiny|smoke|paper [--data PATH]``: reproduce a paper's table.
 
-The Makefile's ``reproduce-<paper>`` targets call this. See :mod:`benchmarks.reproduce` for what happens.
+The Makefile's ``reproduce-<paper>`` targets call this (``DATA=`` becomes ``--data``). See :mod:`benchmarks.reproduce`
+for what happens. Exit status: 0 when every row finished; 1 when a row failed (no table when all failed); 2 when
+the data check before the first row failed (nothing trained or written) or for a bad command line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 
 import benchmarks.reproduce as pkg
-from benchmarks.reproduce import finish_parent, run_plan
+from benchmarks.reproduce import DataCheckError, finish_parent, run_plan
 
 
 def available_papers() -> list[str]:
@@ -43,9 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     module = importlib.import_module(f"benchmarks.reproduce.{args.paper}")
     only = [r.strip() for r in args.rows.split(",")] if args.rows else None
-    plan = module.make_plan(args.preset, args.data, only)
-    parent, results = run_plan(plan, force=args.force, isolate=args.isolate, jobs=args.jobs or plan.jobs,
-                               threads=args.threads)
+    try:
+        plan = module.make_plan(args.preset, args.data, only)
+        parent, results = run_plan(plan, force=args.force, isolate=args.isolate, jobs=args.jobs or plan.jobs,
+                                   threads=args.threads)
+    except DataCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if results and not any(r.status == "finished" for r in results.values()):
+        finish_parent(parent, results, [])
+        first = next((r for r in results.values() if r.error), None)
+        print(f"\n[reproduce] all {len(results)} rows failed: no results table written; MLflow parent run {parent} "
+              "(FAILED)" + (f". First error, row {first.key}: {first.error}" if first else ""), file=sys.stderr)
+        return 1
     text, files = module.write_results(plan, results, parent, args.results_dir)
     finish_parent(parent, results, files)
     print("\n" + text)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import Plan, Row, RowResult, save_table
+from benchmarks.reproduce import Plan, Row, RowResult, check_datamodules, save_table
 from common.metrics.dense import delta_m
 from common.paths import data_dir, project_root
 from polyhistor.configs.generate import TASKS, row_names
@@ -55,7 +55,21 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     plan = Plan("polyhistor", preset, rows, cli_module="polyhistor", experiment="polyhistor",
                 info={"data": data}, jobs=2 if preset == "tiny" else 1)
     plan.prepare = lambda: prepare(plan)
+    if data or preset == "paper":  # the real (or a given) PASCAL_MT: checked before the first row
+        plan.check = lambda: check_data(plan)
     return plan
+
+
+def check_data(plan: Plan) -> None:
+    """The PASCAL_MT the rows read (``DATA``, else the configs' own root) is there and in its layout, or one
+    :class:`DataCheckError` naming ``DATA=`` and the layout."""
+    given = plan.info.get("data")
+    what = (f"Polyhistor's {plan.preset} preset reads PASCAL-Context multi-task (PASCAL_MT) from DATA={given}" if given
+            else f"Polyhistor's {plan.preset} preset needs the real PASCAL-Context multi-task set (PASCAL_MT) and "
+                 "no DATA= was given")
+    check_datamodules(plan, what, (
+        f"Give its folder: make reproduce-polyhistor PRESET={plan.preset} DATA=/path/to/PASCAL_MT "
+        f"(python -m benchmarks.reproduce polyhistor --preset {plan.preset} --data /path/to/PASCAL_MT)."))
 
 
 def prepare(plan: Plan) -> None:

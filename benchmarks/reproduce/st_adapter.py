@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import Plan, Row, RowResult, save_table
+from benchmarks.reproduce import DataCheckError, Plan, Row, RowResult, check_datamodules, save_table
 from common.paths import data_dir, project_root
 from st_adapter.configs.generate import Setting, settings
 
@@ -46,6 +46,11 @@ PAPER_TOP1: dict[tuple[str, str, int, str], tuple[float, str]] = {
 }
 #: relative cost of a tiny row (for the ETA before the first row finished)
 COST = {"st_adapter": 1.0, "linear_probe": 0.45, "full_finetune": 1.3}
+#: how to give the datasets (the Makefile's DATA=, the driver's --data)
+DATA_HELP = ("give them as DATA=k400=/path/to/kinetics400,ssv2=/path/to/ssv2 or DATA=/path/holding/kinetics400+ssv2 "
+             "(make reproduce-st-adapter PRESET=paper DATA=...; python -m benchmarks.reproduce st_adapter --data ...); "
+             "layouts: Kinetics-400 as `path label` lists (train.txt, val.txt, labels.csv) or the official CSVs, "
+             "Something-Something-v2 as videos + labels/{labels,train,validation}.json (README.md, Datasets)")
 SMOKE_WRITER = {"num_per_class": 2, "val_per_class": 1, "frames": 8, "size": 32}
 
 
@@ -67,14 +72,14 @@ def parse_data(data: str | None) -> dict[str, Path]:
             key, _, path = part.partition("=")
             key = key.strip().lower()
             if key not in DATASET_DIRS:
-                raise SystemExit(f"--data: unknown dataset {key!r} in {data!r}; use k400=PATH,ssv2=PATH")
+                raise DataCheckError(f"DATA={data}: unknown dataset {key!r}; {DATA_HELP}")
             out[key] = Path(path).expanduser()
         return out
     root = Path(data).expanduser()
     found = {ds: root / d for ds, d in DATASET_DIRS.items() if (root / d).is_dir()}
     if not found:
-        raise SystemExit(f"--data {root}: expected sub-folders {sorted(DATASET_DIRS.values())} (or pass "
-                         "k400=PATH,ssv2=PATH)")
+        what = "does not exist" if not root.exists() else f"holds neither of {sorted(DATASET_DIRS.values())}"
+        raise DataCheckError(f"DATA={data}: {root} {what}; {DATA_HELP}")
     return found
 
 
@@ -86,8 +91,7 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     """The rows of ``preset`` (default rows, or the ``only`` keys) with their data overrides."""
     roots = parse_data(data)
     if preset == "paper" and not roots:
-        raise SystemExit("the paper preset needs the real datasets: --data k400=/path/kinetics400,ssv2=/path/ssv2 "
-                         "(layouts: common/data/kinetics.py, common/data/ssv2.py)")
+        raise DataCheckError(f"ST-Adapter's paper preset needs the real datasets and no DATA= was given; {DATA_HELP}")
     candidates = [s for s in settings() if s.preset == preset]
     keys = {row_key(s): s for s in candidates}
     if only:
@@ -120,6 +124,9 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     plan = Plan("st_adapter", preset, rows, cli_module="st_adapter", experiment="st_adapter",
                 info={"data": data, "settings": {row_key(s): s for s in chosen}})
     plan.prepare = lambda: prepare(plan)
+    if roots:  # the real (or given) datasets: each one's layout checked before the first row
+        plan.check = lambda: check_datamodules(
+            plan, f"ST-Adapter's {preset} preset reads DATA={data}", DATA_HELP[0].upper() + DATA_HELP[1:] + ".")
     return plan
 
 

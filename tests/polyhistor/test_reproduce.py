@@ -39,6 +39,9 @@ def test_smoke_reproduction_tracks_rows_writes_the_table_and_resumes(pascal_root
     children = tracking.child_runs(parent)
     assert len(children) == 5 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["setting"] for c in children} == {f"smoke/{k}" for k in ROWS.split(",")}
+    # each child's command is the one a user pastes at the repo root (the in-process driver is not in it)
+    assert all(c.data.tags["command"].startswith(f"python -m polyhistor fit --config polyhistor/configs/smoke/"
+                                                 f"{c.data.tags['setting'].split('/')[1]}.yaml ") for c in children)
     assert any("val/delta_m" in c.data.metrics for c in children if c.data.tags["setting"] == "smoke/polyhistor")
     artifacts = {f.path for f in client.list_artifacts(parent, "results")}
     assert artifacts == {"results/polyhistor_smoke.md", "results/polyhistor_smoke.csv"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import common.models
-from benchmarks.reproduce import state_dir
+from benchmarks.reproduce import DataCheckError, state_dir
 from benchmarks.reproduce.__main__ import main
 from benchmarks.reproduce.st_adapter import make_plan, parse_data
 from common import tracking
@@ -49,7 +49,10 @@ def test_smoke_reproduction_writes_results_tracks_rows_and_resumes(tmp_path, mlf
     assert client.get_run(parent).info.status == "FINISHED"
     children = tracking.child_runs(parent)
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.tags["setting"] for c in children} == {f"smoke/{k}" for k in ROWS}
+    # the CLI's setting of each row's config (st_adapter/configs/smoke/ssv2/clip-tiny_4f_8x32.yaml), as for a user
+    assert {c.data.tags["setting"] for c in children} == {"smoke/" + k.replace("_", "/", 1) for k in ROWS}
+    assert all(c.data.tags["command"].startswith("python -m st_adapter fit --config st_adapter/configs/smoke/ssv2/")
+               for c in children)
     assert {f.path for f in client.list_artifacts(parent, "results")} == {
         "results/st_adapter_smoke.md", "results/st_adapter_smoke.csv"}
     assert f"table/{ROWS[0]}/top1" in client.get_run(parent).data.metrics
@@ -66,9 +69,9 @@ def test_data_argument_and_plans(tmp_path) -> None:
     (tmp_path / "ssv2").mkdir()
     assert parse_data(str(tmp_path)) == {"ssv2": tmp_path / "ssv2"}
     assert parse_data("k400=/a,ssv2=/b") == {"k400": tmp_path.__class__("/a"), "ssv2": tmp_path.__class__("/b")}
-    with pytest.raises(SystemExit, match="unknown dataset"):
+    with pytest.raises(DataCheckError, match="unknown dataset"):
         parse_data("ucf=/x")
-    with pytest.raises(SystemExit, match="needs the real datasets"):
+    with pytest.raises(DataCheckError, match="needs the real datasets.*DATA="):
         make_plan("paper", None)
     plan = make_plan("paper", str(tmp_path))  # only SSv2 given: the K400 rows are left out
     assert plan.rows and all(r.key.startswith("ssv2_") for r in plan.rows)
