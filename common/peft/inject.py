@@ -17,12 +17,21 @@ timm ResNet ``BasicBlock``                    ``conv3x3``,        ``conv1`` (str
                                               ``block``           add)
 timm ``ConvNeXtBlock``                        ``conv_dw``,        the 7x7 depthwise conv (before the norm)
                                               ``block``
+timm ``SwinTransformerBlock`` (also)          ``attn_grid``,      the attention sub-layer on the block's (B, H, W,
+                                              ``block``           C) grid: in = norm1(x) (before shift and window
+                                                                  partition), out = the attention branch after its
+                                                                  drop-path, before the residual add (a parallel
+                                                                  branch lands in the residual stream before the
+                                                                  MLP, as Conv-Adapter's Swin placement); ``block``
+timm ResNetV2 ``PreActBottleneck`` (BiT)      ``conv3x3``,        ``conv2``: in = norm2(conv1(.)) (GroupNorm+ReLU),
+                                              ``block``           out = conv2's output (before norm3)
 ============================================  ==================  ===============================================
 
 ``block`` is the whole residual block: its input and its output. A point is named ``<block path>.<kind>``, e.g.
 ``layers.2.blocks.3.mlp``, ``layer1.0.conv3x3``, ``stages.1.blocks.0.block``, and tells the attached module
 ``in_dim`` (channels of the tensor entering the point), ``out_dim`` (leaving it), ``stride`` (spatial ratio in /
-out) and ``layout`` (``"nlc"``: channels last, any leading dims, as Swin windows ``(nW*B, N, C)``; ``"nchw"``).
+out) and ``layout`` (``"nlc"``: channels last, any leading dims, as Swin windows ``(nW*B, N, C)``; ``"nhwc"``:
+channels last on the spatial grid ``(B, H, W, C)``, Swin's ``attn_grid`` and ``block``; ``"nchw"``).
 
 :func:`inject` attaches one module per selected point, in one of four modes:
 
@@ -51,6 +60,7 @@ from typing import Any, Literal
 import torch
 from timm.models.convnext import ConvNeXtBlock
 from timm.models.resnet import BasicBlock, Bottleneck
+from timm.models.resnetv2 import PreActBottleneck
 from timm.models.swin_transformer import SwinTransformerBlock
 from timm.models.vision_transformer import Block as ViTBlock
 from torch import nn
@@ -82,7 +92,7 @@ class InsertionPoint:
     in_dim: int
     out_dim: int
     stride: int
-    layout: Literal["nlc", "nchw"]
+    layout: Literal["nlc", "nhwc", "nchw"]
     entry: Tap
     exit: Tap
 
@@ -124,6 +134,10 @@ def _block_points(path: str, m: nn.Module, paths: dict[nn.Module, str]) -> list[
         qkv = getattr(m.attn, "qkv", None)
         if isinstance(qkv, nn.Linear):
             pts.append(point("qkv", qkv.in_features, qkv.out_features, 1, "nlc", *io(qkv)))
+        if isinstance(m, SwinTransformerBlock):
+            pts.append(point("attn_grid", d, d, 1, "nhwc", _tap(paths, m.norm1, "output"),
+                             _tap(paths, m.drop_path1, "output")))
+            return [*pts, point("mlp", d, d, 1, "nlc", *io(m.mlp)), point("block", d, d, 1, "nhwc", *io(m))]
         return [*pts, point("mlp", d, d, 1, "nlc", *io(m.mlp))]
     if _is_open_clip_block(m):
         d = m.ln_1.normalized_shape[0]
@@ -144,6 +158,9 @@ def _block_points(path: str, m: nn.Module, paths: dict[nn.Module, str]) -> list[
                 point("conv3x3_2", m.conv2.in_channels, m.conv2.out_channels, _stride(m.conv2), "nchw",
                       _tap(paths, m.conv2, "input"), _tap(paths, m.bn2, "output")),
                 point("block", m.conv1.in_channels, m.conv2.out_channels, stride, "nchw", *io(m))]
+    if isinstance(m, PreActBottleneck):
+        return [point("conv3x3", m.conv2.in_channels, m.conv2.out_channels, _stride(m.conv2), "nchw", *io(m.conv2)),
+                point("block", m.conv1.in_channels, m.conv3.out_channels, _stride(m.conv2), "nchw", *io(m))]
     if isinstance(m, ConvNeXtBlock):
         c = m.conv_dw
         return [point("conv_dw", c.in_channels, c.out_channels, _stride(c), "nchw", *io(c)),
@@ -167,7 +184,8 @@ def insertion_points(model: nn.Module, where: str | Sequence[str] | None = None)
     if not points:
         raise TypeError(
             f"{type(model).__name__} has no block common/peft/inject.py knows (timm SwinTransformerBlock, timm ViT "
-            "Block, open_clip ResidualAttentionBlock, timm ResNet Bottleneck/BasicBlock, timm ConvNeXtBlock); build "
+            "Block, open_clip ResidualAttentionBlock, timm ResNet Bottleneck/BasicBlock, timm ResNetV2 PreActBottleneck, "
+            "timm ConvNeXtBlock); build "
             "the backbone with timm / open_clip, or add its block to _block_points in common/peft/inject.py")
     if where is None:
         return points

@@ -46,7 +46,7 @@ class ZeroBranch(nn.Module):
 
 
 EXPECTED_KINDS = {
-    "swin": ["attn", "qkv", "mlp"], "vit": ["attn", "qkv", "mlp"], "open_clip_vit": ["attn", "mlp"],
+    "swin": ["attn", "qkv", "attn_grid", "mlp", "block"], "vit": ["attn", "qkv", "mlp"], "open_clip_vit": ["attn", "mlp"],
     "resnet_bottleneck": ["conv3x3", "block"], "resnet_basic": ["conv3x3", "conv3x3_2", "block"],
     "convnext": ["conv_dw", "block"],
 }
