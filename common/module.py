@@ -16,14 +16,20 @@ is trainable):
   ``self.eval_metrics[stage]`` and :meth:`on_eval_epoch_end` may add pictures. Skipped samples are counted by the
   CLI's ``SkippedSamples`` callback (``data/skipped``), never by the module.
 * :meth:`log_losses`: logs each loss term as ``train/loss_<name>`` and remembers them for the non-finite guard.
+* predictions a user can open: in ``predict``, :meth:`CVModule.configure_callbacks` adds a
+  :class:`common.callbacks.predict.PredictionWriter`, which hands each batch's outputs to
+  :meth:`CVModule.write_prediction` (the subclass decides what is written) and writes ``predictions.csv`` from the
+  rows it returns, under ``predictions/`` in the run's folder and on the MLflow run.
 
 :class:`ClassificationModule` adds classification: top-1/top-5, mean-class accuracy, NLL, multi-view softmax
-averaging and the row-normalised confusion-matrix picture on the MLflow run.
+averaging, the row-normalised confusion-matrix picture on the MLflow run, and predictions as the top-5 classes with
+their probabilities per input file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -119,6 +125,19 @@ class CVModule(pl.LightningModule):
     def on_data_info_changed(self, old: dict[str, Any], stage: str) -> None:
         """Called by :meth:`setup` when the data's info (e.g. class names) differs from what the module had."""
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep ``data_info`` in the checkpoint (``checkpoint["data_info"]``), whatever the hyper-parameters keep."""
+        checkpoint["data_info"] = dict(self.data_info)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take back the checkpoint's ``data_info`` keys that the datamodule did not give (predicting on a user's
+        files: the class names and tasks the model was trained with); the datamodule's own values win."""
+        saved = checkpoint.get("data_info") or (checkpoint.get("hyper_parameters") or {}).get("data_info") or {}
+        missing = {k: v for k, v in dict(saved).items() if k not in self.data_info}
+        if missing:
+            old, self.data_info = self.data_info, {**self.data_info, **missing}
+            self.on_data_info_changed(old, "checkpoint")
+
     # -- losses ------------------------------------------------------------------------------------------------------
     def log_losses(self, terms: Mapping[str, torch.Tensor], prefix: str = "train", **log_kwargs: Any) -> torch.Tensor:
         """Sum weighted loss ``terms``, log each one and the total, and remember them for the NaN guard."""
@@ -175,6 +194,30 @@ class CVModule(pl.LightningModule):
 
     def on_eval_epoch_end(self, stage: str, values: dict[str, Any]) -> None:
         """After the metrics are logged: pictures and other extras (default: nothing)."""
+
+    # -- prediction files --------------------------------------------------------------------------------------------
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """In ``predict``, for a module that writes predictions (overrides :meth:`write_prediction`): a
+        :class:`common.callbacks.predict.PredictionWriter`, unless the trainer has a prediction writer already
+        (Lightning merges these callbacks into the trainer's)."""
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        trainer = self._trainer
+        writes = type(self).write_prediction is not CVModule.write_prediction
+        if trainer is None or trainer.state.fn != "predict" or not writes:
+            return []
+        if any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
+            return []
+        from common.callbacks.predict import PredictionWriter
+
+        return [PredictionWriter()]
+
+    def write_prediction(self, outputs: Any, batch: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
+        """Write the files of one predict batch (``outputs``: what :meth:`predict_step` returned) under ``out_dir``
+        and return one row per sample for ``predictions.csv`` (``input``: the file, then what a user wants to read).
+        Default: nothing written, no rows. Batches of the predict datamodules (:mod:`common.data.predict`) carry
+        ``path`` and ``name`` (a unique file-name stem) per sample."""
+        return []
 
     def _end_eval(self, stage: str) -> None:
         values = self.compute_eval_metrics(stage)
@@ -271,11 +314,21 @@ class ClassificationModule(CVModule):
         n = num_classes or self.data_info.get("num_classes")
         if not n:
             raise ValueError(f"{type(self).__name__}: num_classes unknown; run through the CLI with a datamodule "
-                             "(linked data_info) or set model.init_args.num_classes")
+                             "(linked data_info) or set model.init_args.num_classes (predicting on your own files "
+                             "from a checkpoint that does not record it: give data.init_args.class_names)")
         self.num_classes = int(n)
         self.label_smoothing = label_smoothing
         self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=self.num_classes)
         self.eval_metrics = nn.ModuleDict({s: _classification_metrics(self.num_classes) for s in ("val", "test")})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also record the classifier's size where its hyper-parameters left ``num_classes`` to the data, so that
+        the checkpoint rebuilds the model without a labelled datamodule (LightningCLI puts a checkpoint's
+        hyper-parameters into the model's arguments: ``predict --ckpt_path`` on a user's files)."""
+        super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, dict) and "num_classes" in hparams and not hparams["num_classes"]:
+            hparams["num_classes"] = self.num_classes
 
     def on_data_info_changed(self, old: dict[str, Any], stage: str) -> None:
         n = int(self.data_info.get("num_classes") or self.num_classes)
@@ -329,9 +382,31 @@ class ClassificationModule(CVModule):
         m["loss"].update(nll.double())
         m["count"].update(torch.ones_like(nll, dtype=torch.float64).sum())
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor] | None:
+        if not self.batch_size_of(batch):  # every input of the batch unreadable (counted and listed by the writer)
+            return None
         probs = self.view_probabilities(batch[self.input_key])
         return {"probs": probs, "pred": probs.argmax(-1), "index": batch.get("index", torch.arange(len(probs)))}
+
+    #: classes per row of ``predictions.csv``
+    predict_top_k: int = 5
+
+    def write_prediction(self, outputs: Any, batch: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
+        """One row per input: ``input``, then ``top<i>_class`` / ``top<i>_prob`` for the ``predict_top_k`` most
+        probable classes (names from ``data_info["class_names"]``, else the index), most probable first."""
+        probs = outputs["probs"].float().cpu()
+        names = list(self.data_info.get("class_names") or [])
+        k = min(self.predict_top_k, probs.shape[-1])
+        top_p, top_i = probs.topk(k, dim=-1)
+        paths = batch.get("path") or [str(int(i)) for i in outputs["index"]]
+        rows = []
+        for path, ps, ids in zip(paths, top_p.tolist(), top_i.tolist()):
+            row: dict[str, Any] = {"input": path}
+            for rank, (p, c) in enumerate(zip(ps, ids), 1):
+                row[f"top{rank}_class"] = names[c] if c < len(names) else str(c)
+                row[f"top{rank}_prob"] = f"{p:.6f}"
+            rows.append(row)
+        return rows
 
     def compute_eval_metrics(self, stage: str) -> dict[str, Any]:
         confusion = self.eval_metrics[stage]["confusion"]
