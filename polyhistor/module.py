@@ -10,7 +10,8 @@ output channels and the image size come from the datamodule (``data_info``, link
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -63,14 +64,14 @@ class PolyhistorModule(CVModule):
         lr / weight_decay / warmup_steps / warmup_epochs: AdamW, linear warm-up (steps + epochs) then cosine decay
             to 0, stepped per optimiser step.
         backbone_lr_scale: the Swin's own weights (trained by the full fine-tuning rows) use ``lr`` times this.
-        generator_lr_scale: the hypernetwork rows' generator weights use ``lr`` times this. None (default):
+        generator_lr_scale: the hypernetwork rows' generator weights use ``lr`` times this. 1.0 (default): the
+            papers' recipe, one learning rate for everything. ``"auto"``: this project's tiny-scale knob,
             ``sqrt(pi/2) / hyper_z``. Adam moves every weight of a linear generator by about ``lr`` per step, so a
             generated adapter weight moves by ``lr * ||c||_1`` (``c``: the LayerNorm-ed conditioning of width
-            ``hyper_z``, ``E||c||_1 = hyper_z * sqrt(2/pi)``), about 26x faster than a directly learned adapter at
-            z = 32; the default makes a full generator's (Hyperformer's) weights move at the plain adapter's rate.
-            A low-rank pair's product ``L R^T`` then moves slower (about ``lr * rank * |factor|`` per factor step:
-            2-5x slower at the tiny preset's rank 2); doubling the scale for Polyhistor there gave no clear gain
-            (measured), so one rule serves all three rows. 1.0 turns it off.
+            ``hyper_z``, ``E||c||_1 = hyper_z * sqrt(2/pi)``), about 51x faster than a directly learned adapter at
+            z = 64; "auto" makes a full generator's (Hyperformer's) weights move at the plain adapter's rate.
+            A low-rank pair's product ``L R^T`` then moves slower (about ``lr * rank * |factor|`` per factor step).
+            The tiny configs use "auto", the paper configs the default.
         single_task_baseline: ``{task: main metric}`` of single-task fine-tuning, for ``val/delta_m``.
         data_info: linked from the datamodule.
     """
@@ -97,7 +98,7 @@ class PolyhistorModule(CVModule):
         warmup_steps: int = 0,
         warmup_epochs: float = 0.0,
         backbone_lr_scale: float = 1.0,
-        generator_lr_scale: float | None = None,
+        generator_lr_scale: float | Literal["auto"] = 1.0,
         single_task_baseline: dict[str, float] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -122,7 +123,8 @@ class PolyhistorModule(CVModule):
         self.baseline = dict(single_task_baseline or {})
         self.backbone_lr_scale = backbone_lr_scale
         z = self.net.encoder.cfg.hyper_z
-        self.generator_lr_scale = math.sqrt(math.pi / 2) / z if generator_lr_scale is None else generator_lr_scale
+        self.generator_lr_scale = (math.sqrt(math.pi / 2) / z if generator_lr_scale == "auto"
+                                   else float(generator_lr_scale))
         self.eval_metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: _task_metrics(t, outputs[t], self.ignore_index) for t in self.tasks})
             for stage in ("val", "test")})
@@ -151,8 +153,38 @@ class PolyhistorModule(CVModule):
             else:
                 m.update(p, batch[t])
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor] | None:
+        if batch["image"].shape[0] == 0:  # every image unreadable (listed in skipped.csv by the writer)
+            return None
         return self.net(batch["image"])
+
+    def write_prediction(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any], out_dir: Path
+                         ) -> list[dict[str, Any]]:
+        """Per image, at the input file's size: ``<name>_<task>.png`` (semseg / human_parts: palette label maps whose
+        pixel values are the class indices; sal: grey probability; normals: RGB, ``v = 255 (n + 1) / 2``) and
+        ``<name>_overlay.png`` (the input beside each prediction); the row lists the files."""
+        from common.data.pascal_readers import IMAGENET_MEAN, IMAGENET_STD, read_image
+        from common.figures import dense_prediction_images, overlay_picture
+
+        rows = []
+        for i in range(batch["image"].shape[0]):
+            if "path" in batch:  # a user's file (common.data.predict.ImageFiles): its own pixels and size
+                source, name = batch["path"][i], batch["name"][i]
+                image = read_image(source)
+            else:  # a dataset split: the network's input, de-normalised
+                source = name = str(batch["id"][i]) if "id" in batch else f"{int(batch['index'][i]):06d}"
+                mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+                x = batch["image"][i].float().cpu() * std + mean
+                image = (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            pictures = dense_prediction_images({t: p[i] for t, p in outputs.items()}, image.shape[:2])
+            row: dict[str, Any] = {"input": source}
+            for task, picture in pictures.items():
+                picture.save(out_dir / f"{name}_{task}.png")
+                row[task] = f"{name}_{task}.png"
+            overlay_picture(image, pictures).save(out_dir / f"{name}_overlay.png")
+            row["overlay"] = f"{name}_overlay.png"
+            rows.append(row)
+        return rows
 
     def compute_eval_metrics(self, stage: str) -> dict[str, float]:
         """Every task's metrics (``<stage>/<task>/<metric>``) and, with a single-task baseline, ``<stage>/delta_m``."""
