@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from common.peft.accounting import freeze, unfreeze
-from common.peft.adapter import BottleneckAdapter, TaskRouted, bottleneck_adapter, bottleneck_size
+from common.peft.adapter import BottleneckAdapter, TaskRouted, bottleneck_size
 from common.peft.bitfit import add_task_deltas, add_task_norm_deltas, default_bias_predicate
 from common.peft.compacter import CompacterAdapter, phm_rules
 from common.peft.context import TaskContext
@@ -36,7 +36,8 @@ from common.peft.inject import InsertionPoint, inject, insertion_points
 from common.peft.lora import LoRADelta, qkv_slices
 from common.peft.swin import SwinBlockInfo, stage_dims, swin_blocks, swin_stage_features
 from common.peft.vpt import SwinPrompts
-from polyhistor.hypernet import AdapterSlot, DecomposedAdapterBank, FullAdapterBank, KroneckerAdapterBank
+from polyhistor.hypernet import (AdapterSlot, DecomposedAdapterBank, FullAdapterBank, KroneckerAdapterBank,
+                                 apply_adapter)
 from polyhistor.methods import METHODS, method_spec
 
 POSITIONS = ("attn", "mlp")
@@ -56,9 +57,13 @@ class PeftConfig:
         bitfit_relative_position_bias: BitFit also tunes Swin's relative-position bias tables (they are biases).
         compacter_n / compacter_rank / compacter_tune_norms: PHM dimension, rank of the B_i factors, and whether
             the layer norms are tuned per task (the official Compacter configs do).
-        hyper_embed_dim / hyper_hidden_dim / hyper_z: task embedding -> hidden -> projected width z fed to the
-            generators (HyperFormer, Polyhistor, Polyhistor-Lite).
-        polyhistor_rank / lite_rank: rank of the decomposed hypernetworks' factors.
+        hyper_embed_dim / hyper_hidden_dim / hyper_z: task (+ layer + position) embeddings -> hidden -> projected
+            width z fed to the generators (HyperFormer, Polyhistor, Polyhistor-Lite); z = 64 is HyperFormer's.
+        hyper_sharing: which slots share one generator in the HyperFormer and Polyhistor rows: ``stage`` (one per
+            Swin stage width, the default), ``block`` (one per block) or ``slot`` (one per insertion point).
+        hyper_layer_norm: HyperFormer's generated layer norm after each adapter (``conditional_layer_norm``).
+        polyhistor_rank / lite_rank: rank of the decomposed hypernetworks' factors (polyhistor_rank 27 gives the
+            paper's 8.96M with stage sharing, see the README).
         stack_tasks: run the task-specific encoder passes as one stacked batch where the method allows (same
             result, faster; see the module docstring). Not a shape: it changes no parameter.
     """
@@ -77,8 +82,10 @@ class PeftConfig:
     compacter_tune_norms: bool = True
     hyper_embed_dim: int = 64
     hyper_hidden_dim: int = 128
-    hyper_z: int = 32
-    polyhistor_rank: int = 8
+    hyper_z: int = 64
+    hyper_sharing: str = "stage"
+    hyper_layer_norm: bool = True
+    polyhistor_rank: int = 27
     lite_rank: int = 8
     stack_tasks: bool = True
 
@@ -95,9 +102,8 @@ class GeneratedAdapter(nn.Module):
         weights = self.ctx.cache.get("adapter_weights")
         if weights is None:
             raise RuntimeError("hyper-adapters run without generated weights; call MultiTaskSwin.forward "
-                               "(polyhistor/encoder.py), which generates them once per task")
-        return self.ctx.per_chunk(
-            out, lambda t, x: bottleneck_adapter(x, *weights[t][self.slot], activation=self.activation))
+                               "(polyhistor/encoder.py), which generates them once per pass")
+        return self.ctx.per_chunk(out, lambda t, x: apply_adapter(x, weights[t][self.slot], self.activation))
 
 
 def _check_positions(positions: list[str]) -> list[str]:
@@ -195,13 +201,14 @@ class MultiTaskSwin(nn.Module):
 
     def _setup_hyper(self) -> None:
         points = self._points()
-        shapes = [AdapterSlot(p.dim, self._bottleneck(p.dim)) for p in points]
+        shapes = [AdapterSlot(p.dim, self._bottleneck(p.dim), self._block_info[p.block].layer, POSITIONS.index(p.kind))
+                  for p in points]
         c = self.cfg
         common = dict(num_tasks=len(self.tasks), z=c.hyper_z, embed_dim=c.hyper_embed_dim, hidden_dim=c.hyper_hidden_dim)
         if self.method == "hyperformer":
-            bank: nn.Module = FullAdapterBank(shapes, **common)
+            bank: nn.Module = FullAdapterBank(shapes, share=c.hyper_sharing, layer_norm=c.hyper_layer_norm, **common)
         elif self.method == "polyhistor":
-            bank = DecomposedAdapterBank(shapes, rank=c.polyhistor_rank, **common)
+            bank = DecomposedAdapterBank(shapes, rank=c.polyhistor_rank, share=c.hyper_sharing, **common)
         else:
             bank = KroneckerAdapterBank(shapes, rank=c.lite_rank, **common)
         self.peft["hypernet"] = bank
@@ -234,7 +241,7 @@ class MultiTaskSwin(nn.Module):
         task = task or self.tasks[0]
         with self.ctx.use(task):
             if self.bank is not None:
-                self.ctx.cache["adapter_weights"] = {task: self.bank(self.ctx.index)}  # once per task per forward
+                self.ctx.cache["adapter_weights"] = {task: self.bank(self.ctx.index)}  # once per forward
             if self.prompts is not None:
                 return self.prompts.stage_features(self.swin, images)
             return swin_stage_features(self.swin, images)
@@ -256,8 +263,9 @@ class MultiTaskSwin(nn.Module):
                                "tasks stacked; use forward_tasks (polyhistor/encoder.py)")
         n = len(tasks)
         with self.ctx.use_stacked(tasks):
-            if self.bank is not None:  # generated once per task per forward, as in the sequential pass
-                self.ctx.cache["adapter_weights"] = {t: self.bank(self.tasks.index(t)) for t in tasks}
+            if self.bank is not None:  # every task's and layer's weights in one generation per forward
+                generated = self.bank([self.tasks.index(t) for t in tasks])
+                self.ctx.cache["adapter_weights"] = dict(zip(tasks, generated))
             feats = swin_stage_features(self.swin, images.repeat(n, 1, 1, 1))
         chunks = [f.chunk(n, dim=0) for f in feats]
         return {t: [c[i] for c in chunks] for i, t in enumerate(tasks)}

@@ -29,10 +29,11 @@ NOTES = {
     "compacter_pp": "as Compacter, MLP only",
     "lora": "rank 4 on q and v, per task",
     "vl_adapter": "the Adapter row's adapters shared by all tasks",
-    "hyperformer": "per-slot hypernetworks z=32 -> full adapter matrices",
-    "polyhistor": "per-slot decomposed hypernetworks, rank 8",
-    "polyhistor_lite": "shared decomposed hypernet -> 96-wide templates, Kronecker scaling kernels; paper figure not "
-                       "available here",
+    "hyperformer": "one generator per stage (z=64, layer embeddings) + generated LN; paper's count fits one per "
+                   "block (README)",
+    "polyhistor": "one decomposed generator pair per stage (z=64), rank 27",
+    "polyhistor_lite": "one decomposed hypernet -> per-task 96-wide templates, per-layer Kronecker scaling kernels; "
+                       "paper figure not available here",
 }
 
 

@@ -75,28 +75,41 @@ def test_backbone_lr_scale_applies_to_the_swin_weights_only():
 
 
 @pytest.mark.parametrize("method", ["hyperformer", "polyhistor"])
-def test_generator_lr_scale_makes_generated_adapters_move_like_plain_ones(method):
-    """Adam's first step moves each weight by ~lr; a generated W_up entry then moves by lr * scale * ||c||_1.
-    With the default scale that is ~lr, as for a directly learned adapter weight (Hyperformer's full generator)."""
+def test_generator_lr_scale_auto_makes_generated_adapters_move_like_plain_ones(method):
+    """Adam's first step moves each weight by ~lr; a generated entry then moves by lr * scale * ||c||_1.
+    With the "auto" scale that is ~lr, as for a directly learned adapter weight (Hyperformer's full generator;
+    at init only its generated layer norm gets a gradient, the norm's weight being zero)."""
     torch.manual_seed(0)
     info = {"tasks": ["semseg", "sal"], "image_size": (32, 32)}
     module = PolyhistorModule(method=method, pretrained=None, decoder_embed_dim=8, lr=1e-3, weight_decay=0.0,
-                              data_info=info)
+                              generator_lr_scale="auto", data_info=info)
     opt = module.configure_optimizers()["optimizer"]
     gen = {id(p) for p in module.net.encoder.generator_parameters()}
     assert gen and all(id(p) in gen for n, p in module.net.encoder.bank.named_parameters()
                        if not n.startswith("projector."))
     lrs = {g["lr"] for g in opt.param_groups if any(id(p) in gen for p in g["params"])}
-    assert len(lrs) == 1 and lrs.pop() == pytest.approx(1e-3 * (torch.pi / 2) ** 0.5 / 32)
+    assert len(lrs) == 1 and lrs.pop() == pytest.approx(1e-3 * (torch.pi / 2) ** 0.5 / 64)
     if method != "hyperformer":
         return
     bank = module.net.encoder.bank
-    before = [w.w_up.detach().clone() for w in bank(0)]  # W_down gets no gradient while W_up is 0
+    before = [w.norm_bias.detach().clone() for w in bank(0)]
     module.net(torch.randn(2, 3, 32, 32))["semseg"].square().mean().backward()
     for g in opt.param_groups:  # only the generators step, so the change comes from them alone
         if not any(id(p) in gen for p in g["params"]):
             g["lr"] = 0.0
     opt.step()
     with torch.no_grad():
-        moved = torch.cat([(w.w_up - b).abs().flatten() for w, b in zip(bank(0), before)])
+        moved = torch.cat([(w.norm_bias - b).abs().flatten() for w, b in zip(bank(0), before)])
     assert 0.5e-3 < float(moved.mean()) < 1.5e-3, float(moved.mean())
+
+
+@pytest.mark.parametrize("method", ["hyperformer", "polyhistor", "polyhistor_lite"])
+def test_paper_presets_train_the_generators_at_the_papers_learning_rate(method):
+    files = {p.parent.name: yaml.safe_load(t) for p, t in expected_files().items() if p.stem == method}
+    assert "generator_lr_scale" not in files["paper"]["model"]["init_args"]
+    assert files["tiny"]["model"]["init_args"]["generator_lr_scale"] == "auto"  # this project's tiny-scale knob
+    info = {"tasks": ["semseg", "sal"], "image_size": (32, 32)}
+    module = PolyhistorModule(method=method, pretrained=None, decoder_embed_dim=8, lr=1e-3, data_info=info)
+    gen = {id(p) for p in module.net.encoder.generator_parameters()}
+    opt = module.configure_optimizers()["optimizer"]
+    assert gen and {g["lr"] for g in opt.param_groups if any(id(p) in gen for p in g["params"])} == {1e-3}
