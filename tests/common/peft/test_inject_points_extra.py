@@ -3,9 +3,9 @@ Swin ``attn_grid`` / ``block`` points on the (B, H, W, C) grid."""
 
 from __future__ import annotations
 
-import torch
 from functools import partial
 
+import torch
 from timm.layers import GroupNormAct
 from timm.models.resnetv2 import ResNetV2
 from torch import nn
