@@ -41,7 +41,7 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     for stem, method, _tasks in row_names():
         overrides = []
         if data:
-            overrides += [f"--data.init_args.root={data}", "--data.init_args.generate_if_missing=false"]
+            overrides += [f"--data.init_args.root={data}", "--data.init_args.synth_if_missing=false"]
         rows.append(Row(stem, METHODS[method].label + (f" [{stem.split('_', 2)[2]}]" if method == "single_task"
                                                          else ""), _config_path(preset, stem), overrides,
                         COST.get(method, 1.0) + 0.3))
@@ -79,7 +79,7 @@ def prepare(plan: Plan) -> None:
     cfg = yaml.safe_load((project_root() / plan.rows[0].config).read_text())
     data_args = cfg["data"]["init_args"]
     model_args = cfg["model"]["init_args"]
-    if plan.info.get("data") is None and data_args.get("generate_if_missing"):
+    if plan.info.get("data") is None and data_args.get("synth_if_missing", data_args.get("generate_if_missing")):
         root = Path(data_args["root"]) if data_args.get("root") else data_dir() / "pascal-context"
         if not root.exists():
             from common.data.synth.pascal_mt import write_pascal_mt

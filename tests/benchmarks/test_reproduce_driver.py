@@ -108,7 +108,7 @@ def test_the_paper_preset_checks_its_data_before_the_first_row(tmp_path, outputs
         args += ["--data", str(tmp_path / data)]
     assert driver_main.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: Polyhistor's paper preset") and len(err.splitlines()) <= 8, err
+    assert err.startswith("error: Polyhistor's paper preset") and len(err.splitlines()) <= 8, err  # no warnings
     assert "DATA=/path/to/PASCAL_MT" in err and "ROOT/JPEGImages/{id}.jpg" in err
     if data:
         assert f"DATA={tmp_path / data}" in err
