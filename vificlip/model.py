@@ -35,7 +35,7 @@ from torch import nn
 from common.models import clip_vit
 from common.models.text_head import BARE_NAME, CLIPTextClassifier
 from common.peft.accounting import count_parameters
-from vificlip.prompts import DeepPrompts, PromptConfig, PromptedTextEncoder, prompt_template
+from vificlip.prompts import DeepPrompts, PromptConfig, TextEncoder, prompt_template
 
 __all__ = ["METHODS", "FT_TEMPLATE", "ViFiCLIP", "build_vificlip", "temporal_mean_logits", "load_vificlip_weights"]
 
@@ -72,11 +72,14 @@ class ViFiCLIP(nn.Module):
         train_token_embedding: also train the token-embedding table (``vificlip`` / ``text_ft``; the official code
             does not).
         grad_checkpointing: recompute the blocks of both towers in the backward pass.
+        short_text_context: run the text pass on the shortest context that holds the longest prompt instead of 77
+            tokens (exact: causal attention, end-of-text pooling; see :class:`vificlip.prompts.TextEncoder`).
     """
 
     def __init__(self, clip: nn.Module, tokenizer, class_names: Sequence[str], method: str = "vificlip",
                  templates: Sequence[str] | None = None, prompts: PromptConfig | None = None,
-                 train_token_embedding: bool = False, grad_checkpointing: bool = False) -> None:
+                 train_token_embedding: bool = False, grad_checkpointing: bool = False,
+                 short_text_context: bool = True) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"vificlip: unknown method {method!r}; choose one of {METHODS}")
@@ -85,24 +88,21 @@ class ViFiCLIP(nn.Module):
         self.clip = clip
         self.grad_checkpointing = grad_checkpointing
         self.prompts: DeepPrompts | None = None
-        text_source: nn.Module = clip
         if method == "prompting":
             cfg = prompts or PromptConfig()
             self.prompts = DeepPrompts(cfg, int(clip.visual.class_embedding.shape[-1]),
                                        int(clip.token_embedding.weight.shape[-1]),
                                        len(clip.visual.transformer.resblocks), len(clip.transformer.resblocks))
-            text_source = PromptedTextEncoder(clip, self.prompts)
             if templates is not None:
                 raise ValueError("vificlip: method 'prompting' builds its own prompt 'X .. X {}.'; leave templates "
                                  "unset")
             templates = (prompt_template(cfg.n_text),)
         elif templates is None:
             templates = BARE_NAME if method == "zero_shot" else FT_TEMPLATE
-        self.text_head = CLIPTextClassifier(text_source, tokenizer, class_names, templates, register_clip=False)
-        self._text_source = [text_source]  # keep the prompted encoder alive without registering it
+        self.text_encoder = TextEncoder(clip, self.prompts, short_text_context, grad_checkpointing)
+        self.text_head = CLIPTextClassifier(self.text_encoder, tokenizer, class_names, templates,
+                                            register_clip=False)
         self.set_trainable(train_token_embedding)
-        if grad_checkpointing and hasattr(clip, "transformer"):
-            clip.transformer.grad_checkpointing = True
 
     # -- what trains -----------------------------------------------------------------------------------------------
     def set_trainable(self, train_token_embedding: bool = False) -> None:
@@ -183,7 +183,7 @@ def build_vificlip(arch: str = "ViT-B-16", pretrained: str | None = "openai", cl
                    method: str = "vificlip", templates: Sequence[str] | None = None,
                    prompts: PromptConfig | None = None, init_from: str | None = None,
                    train_token_embedding: bool = False, grad_checkpointing: bool = False,
-                   device: str | torch.device = "cpu") -> ViFiCLIP:
+                   short_text_context: bool = True, device: str | torch.device = "cpu") -> ViFiCLIP:
     """A :class:`ViFiCLIP` from an open_clip architecture + weights (``device="meta"``: built without allocating,
     for counting; nothing is downloaded with ``pretrained=None``). ``init_from``: a ViFi-CLIP checkpoint loaded over
     the CLIP weights (the starting point of bridge-and-prompt)."""
@@ -193,9 +193,9 @@ def build_vificlip(arch: str = "ViT-B-16", pretrained: str | None = "openai", cl
         with torch.device("meta"):
             clip, tokenizer, _ = load_clip(arch, pretrained, device="meta")
             return ViFiCLIP(clip, tokenizer, class_names, method, templates, prompts, train_token_embedding,
-                            grad_checkpointing)
+                            grad_checkpointing, short_text_context)
     clip, tokenizer, _ = load_clip(arch, pretrained, device=device)
     if init_from:
         load_vificlip_weights(clip, init_from)
     return ViFiCLIP(clip, tokenizer, class_names, method, templates, prompts, train_token_embedding,
-                    grad_checkpointing)
+                    grad_checkpointing, short_text_context)

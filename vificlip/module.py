@@ -52,6 +52,8 @@ class ViFiCLIPModule(ClassificationModule):
             (base-to-novel 16 + 16 tokens, depth 9; few-shot 10 + 10, depth 12).
         train_token_embedding: also train the token-embedding table (the official code does not).
         grad_checkpointing: recompute blocks in the backward pass.
+        short_text_context: the text pass on the shortest context holding the longest prompt instead of 77 tokens
+            (same class embeddings; several times cheaper for short prompts).
         lr, weight_decay, warmup_epochs, min_lr_ratio, betas, eps: the optimiser and schedule (official values).
         mixup_alpha, cutmix_alpha, mixup_switch_prob: batch blending (0 and 0: off).
         label_smoothing: in the soft targets (or in the plain cross-entropy when blending is off).
@@ -77,6 +79,7 @@ class ViFiCLIPModule(ClassificationModule):
         prompt_depth_text: int = 9,
         train_token_embedding: bool = False,
         grad_checkpointing: bool = False,
+        short_text_context: bool = True,
         lr: float = 2.2e-5,
         weight_decay: float = 0.001,
         warmup_epochs: float = 5.0,
@@ -100,7 +103,7 @@ class ViFiCLIPModule(ClassificationModule):
         if method == "prompting":
             prompts = PromptConfig(n_ctx_vision, n_ctx_text, prompt_depth_vision, prompt_depth_text)
         self.model = build_vificlip(arch, pretrained, self.class_names_from_data(), method, templates, prompts,
-                                    init_from, train_token_embedding, grad_checkpointing)
+                                    init_from, train_token_embedding, grad_checkpointing, short_text_context)
         self.mixup = VideoMixup(self.num_classes, mixup_alpha, cutmix_alpha, mixup_switch_prob, label_smoothing)
         self.model.train()  # load_clip hands the CLIP over in eval mode; Lightning keeps a module's mode
 

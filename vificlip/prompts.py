@@ -26,7 +26,7 @@ from torch import nn
 
 from common.models import clip_text, clip_vit
 
-__all__ = ["PromptConfig", "DeepPrompts", "PromptedTextEncoder", "prompt_template"]
+__all__ = ["PromptConfig", "DeepPrompts", "TextEncoder", "prompt_template"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class DeepPrompts(nn.Module):
         return clip_vit.head(visual, x)
 
     # -- text ----------------------------------------------------------------------------------------------------
-    def encode_text(self, clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, clip: nn.Module, tokens: torch.Tensor, grad_checkpointing: bool = False) -> torch.Tensor:
         """Token ids of ``"X .. X {class}."`` prompts ``(N, L)`` -> ``(N, E)``, placeholders replaced by the context."""
         n = self.config.n_text
         emb = clip.token_embedding(tokens)
@@ -111,30 +111,44 @@ class DeepPrompts(nn.Module):
             return hook
 
         hooks = {i: replace(i) for i in range(1, self.config.depth_text)} if n else {}
-        return clip_text.forward(clip, tokens, token_embeddings=emb, pre_block=hooks)
+        return clip_text.forward(clip, tokens, token_embeddings=emb, pre_block=hooks,
+                                 grad_checkpointing=grad_checkpointing)
 
 
-class PromptedTextEncoder(nn.Module):
+class TextEncoder(nn.Module):
     """What :class:`common.models.text_head.CLIPTextClassifier` needs (``encode_text``, ``logit_scale``, a ``text``
-    module holding the parameters its cache watches) for a CLIP text tower with deep prompts.
+    module holding the parameters its cache watches) for a CLIP text tower, with deep prompts or without.
 
-    Holds references to the CLIP and the prompts (``register=False`` semantics: the owner registers both)."""
+    ``short_context``: run the text pass on the shortest context that holds the longest prompt of the batch
+    (:func:`common.models.clip_text.shortest_context`) instead of the full 77 tokens: with causal attention and
+    end-of-text pooling the embeddings are the same, and the pass is several times cheaper for short prompts.
 
-    def __init__(self, clip: nn.Module, prompts: DeepPrompts) -> None:
+    Holds references to the CLIP and the prompts (the owner registers both)."""
+
+    def __init__(self, clip: nn.Module, prompts: DeepPrompts | None = None, short_context: bool = True,
+                 grad_checkpointing: bool = False) -> None:
         super().__init__()
+        clip_text.check_text_tower(clip, where="vificlip/prompts.py")
         object.__setattr__(self, "_clip", clip)
-        # the parameters the class-embedding cache must watch: the text tower's and the text prompts
-        self.text = _ParamView([p for n, p in clip.named_parameters()
-                                if not n.startswith("visual.") and n not in ("logit_scale", "logit_bias")]
-                               + [prompts.text])
         object.__setattr__(self, "_prompts", prompts)
+        # the parameters the class-embedding cache must watch: the text tower's (and the text prompts)
+        watched = [p for n, p in clip.named_parameters()
+                   if not n.startswith("visual.") and n not in ("logit_scale", "logit_bias")]
+        self.text = _ParamView(watched + ([] if prompts is None else [prompts.text]))
+        self.short_context = short_context
+        self.grad_checkpointing = grad_checkpointing
 
     @property
     def logit_scale(self) -> torch.Tensor:
         return self._clip.logit_scale
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._prompts.encode_text(self._clip, tokens)
+        if self.short_context:
+            tokens = clip_text.shortest_context(self._clip, tokens)
+        ckpt = self.grad_checkpointing and self._clip.training
+        if self._prompts is None:
+            return clip_text.forward(self._clip, tokens, grad_checkpointing=ckpt)
+        return self._prompts.encode_text(self._clip, tokens, grad_checkpointing=ckpt)
 
 
 class _ParamView(nn.Module):

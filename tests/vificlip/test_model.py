@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from common.models import clip_text, load_clip
 from vificlip.model import ViFiCLIP, temporal_mean_logits
+from vificlip.prompts import PromptConfig
 
 NAMES = ["red circle", "blue square", "green triangle"]
 
@@ -105,3 +106,23 @@ def test_class_embeddings_cached_only_while_the_text_tower_is_frozen(tiny_clip) 
     assert emb.requires_grad and emb is not trained_text.text_head()[0]
     trained_text.set_class_names(["yellow star", "red circle"])
     assert trained_text(torch.randn(1, 2, 3, 64, 64)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("method", ["vificlip", "prompting"])
+def test_short_text_context_equals_the_full_context_pass(method: str, tiny_clip) -> None:
+    clip, tok = fresh(tiny_clip)
+    names = ["red circle", "a very long class name with many many words in it", "blue"]
+    prompts = PromptConfig(3, 3, 2, 2) if method == "prompting" else None
+    short = ViFiCLIP(clip, tok, names, method, prompts=prompts).train()
+    full = ViFiCLIP(clip, tok, names, method, prompts=prompts, short_text_context=False).train()
+    if method == "prompting":
+        full.prompts = short.prompts
+        full.text_encoder._prompts = short.prompts  # the same prompt tensors
+    tokens = short.text_head._prompt_tokens()[0]
+    cut = clip_text.shortest_context(clip, tokens)
+    assert cut.shape[1] == int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]
+    a, b = short.text_head.encode(), full.text_head.encode()
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    ga = torch.autograd.grad(a.square().sum(), [p for p in short.parameters() if p.requires_grad][-1])[0]
+    gb = torch.autograd.grad(b.square().sum(), [p for p in full.parameters() if p.requires_grad][-1])[0]
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
