@@ -102,6 +102,8 @@ class GracefulInterrupt(pl.Callback):
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         self._previous = signal.getsignal(signal.SIGINT)
+        if self._previous is not signal.default_int_handler:
+            return  # Ctrl-C ignored (a background job) or handled by the caller: leave it so
 
         def first_ctrl_c(signum: int, frame: Any) -> None:
             global _last_signal
