@@ -3,7 +3,8 @@
 Each command lives in its own module, which defines ``cli_commands()`` returning
 ``{name: (help, add_arguments(parser), run(args) -> int | None)}``. Modules that are not there yet are skipped.
 The commands are thin wrappers: datamodules call the writer functions themselves (``write_kinetics400``,
-``write_ssv2``, ``write_pascal_mt``, ``write_coco_panoptic``; :func:`common.data.synth.write_once`), never argv.
+``write_ssv2``, ``write_pascal_mt``, ``write_coco_panoptic``,
+``write_vtab_like``; :func:`common.data.synth.write_once`), never argv.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ COMMAND_MODULES = (
     "common.data.synth.video_writers",
     "common.data.synth.pascal_mt",
     "common.data.synth.coco_panoptic",
+    "common.data.synth.vtab",
 )
 
 
