@@ -260,6 +260,7 @@ class ImageClassificationDataModule(CVDataModule):
         self.synth_options = dict(synth_options or {})
         self._cub: tuple[dict[str, list[tuple[str, int]]], list[str]] | None = None
         self._class_names: list[str] | None = None
+        self._stamp_checked = False
 
     # --- where and what
     @property
@@ -298,11 +299,28 @@ class ImageClassificationDataModule(CVDataModule):
 
     def _ready(self) -> None:
         self.ensure_root(self.synth_if_missing, **self.synth_options)
+        self._check_stamp()
         if not self.folder.is_dir():
             raise self.layout_error(f"dataset folder {self.folder} does not exist (task {self.task!r} under {self.root})")
 
     def prepare_data(self) -> None:
-        self.ensure_root(self.synth_if_missing, **self.synth_options)
+        """Write the ShapesWorld stand-in into the default root when it is missing (Lightning: local rank 0 only)."""
+        self._ready()
+
+    def _check_stamp(self) -> None:
+        """A default-root stand-in written with other ``synth_options`` is refused (it would be read silently)."""
+        if self._stamp_checked or self.root_given or not self.synth_if_missing:
+            return
+        from common.data.synth.vtab import STAMP_NAME, requested_options, written_options
+
+        have, want = written_options(self.root), requested_options(**self.synth_options)
+        if have is not None and have != want:
+            diff = ", ".join(f"{k}: {have.get(k)} here, {want.get(k)} asked" for k in sorted(set(have) | set(want))
+                             if have.get(k) != want.get(k))
+            raise self.layout_error(f"{self.root / STAMP_NAME}: this ShapesWorld VTAB-like folder was written with "
+                                    f"other options than data.synth_options asks for ({diff}); delete {self.root} "
+                                    "to rewrite it, or point data.root at another folder")
+        self._stamp_checked = True
 
     # --- reading the annotations
     def _read(self, split: str) -> list[tuple[str, int]]:
@@ -348,6 +366,7 @@ class ImageClassificationDataModule(CVDataModule):
         return self._class_names
 
     def _load_class_names(self) -> list[str]:
+        self._ready()
         fmt = self.format
         names: list[str] | None = None
         if fmt == "cub":

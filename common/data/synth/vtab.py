@@ -44,7 +44,7 @@ from common.data.synth import world
 from common.paths import data_dir
 
 __all__ = ["TASKS", "NO_FLIP_TASKS", "FEWSHOT_SHOTS", "FEWSHOT_SEEDS", "class_names", "render_example",
-           "write_vtab_like", "cli_commands", "STAMP_NAME"]
+           "write_vtab_like", "written_options", "requested_options", "cli_commands", "STAMP_NAME"]
 
 TASKS: tuple[str, ...] = ("shape", "colour", "count", "position", "orientation")
 #: tasks whose label a horizontal flip changes (the datamodule's default ``hflip`` is off for them)
@@ -189,6 +189,25 @@ def write_vtab_like(
         _options(tasks, num_train, num_val, num_test, size, seed, shots, fewshot_seeds), indent=1,
         sort_keys=True) + "\n")
     return root
+
+
+def written_options(root: str | Path) -> dict[str, Any] | None:
+    """The arguments a ShapesWorld VTAB-like folder was written with (None: no stamp, e.g. the real benchmark)."""
+    path = Path(root) / STAMP_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def requested_options(**kwargs: Any) -> dict[str, Any]:
+    """The stamp :func:`write_vtab_like` would write for these keyword arguments (defaults filled in)."""
+    import inspect
+
+    params = inspect.signature(write_vtab_like).parameters
+    args = {k: p.default for k, p in params.items() if k not in ("out", "progress")}
+    unknown = set(kwargs) - set(args) - {"progress"}
+    if unknown:
+        raise TypeError(f"unknown ShapesWorld VTAB-like option(s) {sorted(unknown)}; valid: {sorted(args)}")
+    args.update({k: v for k, v in kwargs.items() if k != "progress"})
+    return _options(**args)
 
 
 # --------------------------------------------------------------------------------------------------------------------

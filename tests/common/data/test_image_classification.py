@@ -189,5 +189,8 @@ def test_default_root_is_written_and_a_named_missing_root_is_an_error(tmp_path, 
                                                            "num_test": 4, "size": 16, "shots": [1]})
     assert dm.info["num_classes"] == 4 and (dm.root / "position" / "train800.txt").is_file()
     assert "vtab-like" in str(dm.root)
+    with pytest.raises(DatasetLayoutError, match="num_train: 4 here, 8 asked"):  # written with other options
+        DM(task="position", synth_options={"tasks": ["position"], "num_train": 8, "num_val": 4, "num_test": 4,
+                                           "size": 16, "shots": [1]}).prepare_data()
     with pytest.raises(DatasetLayoutError, match="vtab-like --out"):
         DM(root=str(tmp_path / "nope"), task="shape").setup("fit")
