@@ -52,9 +52,12 @@ from common.callbacks import (
     TrainingInterrupted,
 )
 from common.callbacks.checkpoint import interrupt_exit_code
+from common.callbacks.predict import PredictionWriter
+from common.checkpoints import check_checkpoint
 from common.errors import debug_requested, project_error, short_error
 from common.loggers import CVMLFlowLogger
 from common.paths import outputs_dir, project_root
+from common.peft.accounting import count_parameters
 
 PRESETS = tracking.PRESETS
 _RUN_NAME_ENV = "CVINW_RUN_NAME"
@@ -216,6 +219,7 @@ class CVInWCLI(LightningCLI):
                     "or pass --run.name / --ckpt_path FILE.")
             self._sub()["ckpt_path"] = str(last)
             name = name or last.parent.name
+        check_checkpoint(self._sub().get("ckpt_path"))  # a truncated file: its name and the fix, not torch's zip error
         if ckpt_path and ckpt_path != "last" and not name and Path(str(ckpt_path)).is_file():
             # resuming from an explicit checkpoint of one of our runs: keep its name (and MLflow run)
             meta = _checkpoint_meta(Path(str(ckpt_path)))
@@ -288,7 +292,9 @@ class CVInWCLI(LightningCLI):
         defaults.append(RunInfoCheckpoint(self._run_name))
         config["callbacks"] = user_callbacks + defaults
         trainer = super()._instantiate_trainer(config, callbacks)
-        rank_zero_info(f"[cvinw] run {self._run_name!r} (experiment {experiment!r}); checkpoints in {self._run_dir}")
+        where = (f"predictions in {self._run_dir / 'predictions'}" if self.subcommand == "predict"
+                 else f"checkpoints in {self._run_dir}")
+        rank_zero_info(f"[cvinw] run {self._run_name!r} (experiment {experiment!r}); {where}")
         return trainer
 
     # ---------------------------------------------------------------- after each subcommand: summary
@@ -301,6 +307,9 @@ class CVInWCLI(LightningCLI):
     def after_test(self) -> None:
         self._write_summary()
 
+    def after_predict(self) -> None:
+        self._write_summary()
+
     @rank_zero_only
     def _write_summary(self) -> None:
         trainer = self.trainer
@@ -310,8 +319,7 @@ class CVInWCLI(LightningCLI):
                        if isinstance(lg, CVMLFlowLogger)), None)
         ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
         trainable, total = (self.model.trainable_parameter_count() if hasattr(self.model, "trainable_parameter_count")
-                            else (sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-                                  sum(p.numel() for p in self.model.parameters())))
+                            else (count_parameters(self.model, trainable_only=True), count_parameters(self.model)))
         summary = {
             "subcommand": self.subcommand, "run_name": self._run_name, "mlflow_run_id": run_id,
             "experiment": self._experiment(), "setting": self._setting(), "run_dir": str(self._run_dir),
@@ -320,6 +328,11 @@ class CVInWCLI(LightningCLI):
             "last_model_path": getattr(ckpt, "last_model_path", None) or None,
             "params": {"trainable": trainable, "total": total},
         }
+        if self.subcommand == "predict":  # Lightning reloads the training run's checkpoint paths: not this run's
+            writer = next((cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter)), None)
+            summary.update(best_model_path=None, last_model_path=None, ckpt_path=self._sub().get("ckpt_path"),
+                           predictions_dir=writer.summary.get("dir") if writer else None,
+                           predictions=dict(writer.summary) if writer else None)
         self.summary = summary
         text = json.dumps(summary, indent=2, sort_keys=True)
         assert self._run_dir is not None

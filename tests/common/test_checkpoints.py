@@ -74,3 +74,19 @@ def test_what_is_not_judged(tmp_path: Path) -> None:
     with zipfile.ZipFile(plain_zip, "w") as zf:
         zf.writestr("a.txt", "hello")
     assert "not a torch checkpoint" in (checkpoint_problem(plain_zip) or "")
+
+
+def test_the_cli_checks_ckpt_path_before_lightning_loads_it(tmp_path: Path, mlflow_store: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m <paper> validate --ckpt_path <cut file>``: the project's message, not torch's zip error."""
+    from common.cli import run
+
+    monkeypatch.setenv("CVINW_OUTPUTS", str(tmp_path / "outputs"))
+    toy = Path(__file__).parents[1] / "helpers" / "toy.yaml"
+    fit = run(["fit", "--config", str(toy), "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
+    last = Path(fit["last_model_path"])
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    monkeypatch.delenv("CVINW_RUN_NAME", raising=False)
+    with pytest.raises(CorruptCheckpointError, match="cut.ckpt cannot be read"):
+        run(["validate", "--config", str(toy), "--ckpt_path", str(cut), "--trainer.enable_progress_bar=false"])

@@ -47,10 +47,14 @@ def test_predict_writes_a_png_per_task_and_an_overlay_per_image(photos, tmp_path
     config = Path(tracking.client().download_artifacts(fit["mlflow_run_id"], "config.yaml", str(tmp_path)))
     monkeypatch.delenv("CVINW_RUN_NAME", raising=False)
     with pytest.warns(SkippedSampleWarning, match="broken.jpg"):
-        run(["predict", "--config", str(config), "--ckpt_path", fit["last_model_path"],
-             "--data", "common.data.predict.ImageFiles", "--data.inputs", f"{user}/*", "--run.name", "pred"])
+        summary = run(["predict", "--config", str(config), "--ckpt_path", fit["last_model_path"],
+                       "--data", "common.data.predict.ImageFiles", "--data.inputs", f"{user}/*", "--run.name", "pred"])
 
     out = tmp_path / "outputs" / "polyhistor" / "pred" / "predictions"
+    # the summary says where the files are and which checkpoint made them, not the training run's checkpoints
+    assert summary["predictions_dir"] == str(out) and summary["predictions"]["written"] == 3
+    assert summary["ckpt_path"] == fit["last_model_path"] and summary["best_model_path"] is None
+    assert (out.parent / "summary_predict.json").is_file()
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert [Path(r["input"]).name for r in rows] == ["park.jpg", "street.jpg", "wide.png"]
     for r in rows:
