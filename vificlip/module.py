@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from common.module import ClassificationModule
 from vificlip.mixup import VideoMixup
@@ -102,6 +103,9 @@ class ViFiCLIPModule(ClassificationModule):
         prompts = None
         if method == "prompting":
             prompts = PromptConfig(n_ctx_vision, n_ctx_text, prompt_depth_vision, prompt_depth_text)
+            if not init_from:
+                rank_zero_warn("vificlip: prompting without init_from prompts the plain CLIP; the paper's bridge-and-"
+                               "prompt starts from a K400 ViFi-CLIP (model.init_args.init_from: <its .ckpt>)")
         self.model = build_vificlip(arch, pretrained, self.class_names_from_data(), method, templates, prompts,
                                     init_from, train_token_embedding, grad_checkpointing, short_text_context)
         self.mixup = VideoMixup(self.num_classes, mixup_alpha, cutmix_alpha, mixup_switch_prob, label_smoothing)
