@@ -53,7 +53,6 @@ from common.data.base import (
     CVDataModule,
     DatasetLayoutError,
     OnError,
-    SkipCollate,
     SkippedSample,
     SkippedSampleWarning,
     check_on_error,
@@ -65,7 +64,12 @@ from common.data.panoptic_categories import (
     read_json,
     resolve_class_subset,
 )
-from common.data.panoptic_transforms import FixedSizeCrop, panoptic_eval_transform, panoptic_train_transform
+from common.data.panoptic_transforms import (
+    FixedSizeCrop,
+    collate_panoptic,
+    panoptic_eval_transform,
+    panoptic_train_transform,
+)
 from common.metrics.panoptic import rgb2id
 
 __all__ = [
@@ -256,29 +260,6 @@ class COCOPanopticDataset(Dataset):
             target["panoptic"] = pan_t
             target["segments_info"] = segs
         return {"image": x, "target": target}
-
-
-def _pad_batch(kept: list[dict[str, Any]], size_divisibility: int = 0) -> dict[str, Any]:
-    sizes = [tuple(s["image"].shape[-2:]) for s in kept]
-    if kept:
-        h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        if size_divisibility > 1:
-            h = -(-h // size_divisibility) * size_divisibility
-            w = -(-w // size_divisibility) * size_divisibility
-        images = kept[0]["image"].new_zeros((len(kept), kept[0]["image"].shape[0], h, w))
-        for i, s in enumerate(kept):
-            images[i, :, : sizes[i][0], : sizes[i][1]] = s["image"]
-    else:
-        images = torch.zeros((0, 3, 0, 0))
-    return {"images": images, "image_sizes": sizes, "targets": [s["target"] for s in kept]}
-
-
-def collate_panoptic(samples: Sequence[dict[str, Any] | SkippedSample | None], size_divisibility: int = 0
-                     ) -> dict[str, Any]:
-    """Batch samples: images padded (bottom/right, zeros) to the largest size (rounded up to ``size_divisibility``)
-    and stacked; targets kept as a list; skipped samples dropped and counted in ``skipped`` (with their records in
-    ``skipped_samples``, :class:`common.data.base.SkipCollate`)."""
-    return SkipCollate(functools.partial(_pad_batch, size_divisibility=size_divisibility))(samples)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,12 +7,16 @@ with a maximum long side.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from common.data.base import SkipCollate, SkippedSample
 
 __all__ = ["FixedSizeCrop", "panoptic_train_transform", "panoptic_eval_transform"]
 
@@ -60,3 +64,26 @@ def panoptic_eval_transform(short_side: int = 64, max_size: int | None = None) -
     if max_size is not None and max_size <= short_side:
         raise ValueError(f"eval max_size ({max_size}) must be larger than the short side ({short_side})")
     return v2.Resize(short_side, max_size=max_size)
+
+
+def _pad_batch(kept: list[dict[str, Any]], size_divisibility: int = 0) -> dict[str, Any]:
+    sizes = [tuple(s["image"].shape[-2:]) for s in kept]
+    if kept:
+        h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        if size_divisibility > 1:
+            h = -(-h // size_divisibility) * size_divisibility
+            w = -(-w // size_divisibility) * size_divisibility
+        images = kept[0]["image"].new_zeros((len(kept), kept[0]["image"].shape[0], h, w))
+        for i, s in enumerate(kept):
+            images[i, :, : sizes[i][0], : sizes[i][1]] = s["image"]
+    else:
+        images = torch.zeros((0, 3, 0, 0))
+    return {"images": images, "image_sizes": sizes, "targets": [s["target"] for s in kept]}
+
+
+def collate_panoptic(samples: Sequence[dict[str, Any] | SkippedSample | None], size_divisibility: int = 0
+                     ) -> dict[str, Any]:
+    """Batch samples: images padded (bottom/right, zeros) to the largest size (rounded up to ``size_divisibility``)
+    and stacked; targets kept as a list; skipped samples dropped and counted in ``skipped`` (with their records in
+    ``skipped_samples``, :class:`common.data.base.SkipCollate`)."""
+    return SkipCollate(functools.partial(_pad_batch, size_divisibility=size_divisibility))(samples)

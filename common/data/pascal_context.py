@@ -45,18 +45,15 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from common.data.base import (
     CVDataModule,
     OnError,
-    SkipCollate,
     SkippedSample,
     SkippedSampleWarning,
     check_on_error,
@@ -81,7 +78,7 @@ from common.data.pascal_readers import (
     read_saliency,
     read_semseg,
 )
-from common.data.pascal_transforms import MultiTaskTransform, size_hw
+from common.data.pascal_transforms import MultiTaskTransform, pascal_collate, size_hw
 
 __all__ = [
     "TASKS", "VOC_CLASS_NAMES", "PART_CLASS_NAMES", "PERSON_CLASS", "PERSON_PART_GROUPS", "VOC_TO_CONTEXT_ID",
@@ -268,24 +265,6 @@ class PascalContextMT(Dataset):
             out = self.transform(raw)
         out["id"] = im_id
         return out
-
-
-def _empty_batch(tasks: Sequence[str], size: tuple[int, int]) -> dict[str, Any]:
-    h, w = size
-    batch: dict[str, Any] = {"image": torch.zeros(0, 3, h, w), "id": []}
-    for t in tasks:
-        if t == "normals":
-            batch["normals"] = torch.zeros(0, 3, h, w)
-            batch["normals_mask"] = torch.zeros(0, h, w, dtype=torch.bool)
-        else:
-            batch[t] = torch.zeros(0, h, w, dtype=torch.long)
-    return batch
-
-
-def pascal_collate(tasks: Sequence[str], size: tuple[int, int]) -> SkipCollate:
-    """The skip-and-count collate of PASCAL-Context batches: a batch whose samples were all skipped has
-    zero-length tensors of the expected shapes (``size`` = (H, W) of the transform)."""
-    return SkipCollate(default_collate, partial(_empty_batch, tuple(tasks), tuple(size)))
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 
+from common.data.base import SkipCollate
 from common.data.pascal_readers import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["MultiTaskTransform", "size_hw"]
@@ -174,3 +178,21 @@ class MultiTaskTransform:
             out["normals"] = n
             out["normals_mask"] = mask
         return out
+
+
+def _empty_batch(tasks: Sequence[str], size: tuple[int, int]) -> dict[str, Any]:
+    h, w = size
+    batch: dict[str, Any] = {"image": torch.zeros(0, 3, h, w), "id": []}
+    for t in tasks:
+        if t == "normals":
+            batch["normals"] = torch.zeros(0, 3, h, w)
+            batch["normals_mask"] = torch.zeros(0, h, w, dtype=torch.bool)
+        else:
+            batch[t] = torch.zeros(0, h, w, dtype=torch.long)
+    return batch
+
+
+def pascal_collate(tasks: Sequence[str], size: tuple[int, int]) -> SkipCollate:
+    """The skip-and-count collate of PASCAL-Context batches: a batch whose samples were all skipped has
+    zero-length tensors of the expected shapes (``size`` = (H, W) of the transform)."""
+    return SkipCollate(default_collate, partial(_empty_batch, tuple(tasks), tuple(size)))
