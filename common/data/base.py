@@ -280,8 +280,9 @@ class CVDataModule(pl.LightningDataModule):
             default = data_dir() / self.default_dirname
             raise self.layout_error(
                 f"dataset root {self.root} does not exist. A root named in the config or on the command line is "
-                "read, never written: check the path, or write the ShapesWorld stand-in there (the command at the "
-                f"end), or set root: null to use the default {default} (written on first use)")
+                "read, never written: check the path (for the real dataset: download it and point root at it). "
+                "To try the pipeline on the synthetic ShapesWorld stand-in instead, write it there (the command at "
+                f"the end), or set root: null for the default {default} (written on first use)")
         if not synth_if_missing:
             raise self.layout_error(
                 f"dataset root {self.root} (the default, root: null) does not exist and synth_if_missing is false: "
