@@ -14,8 +14,8 @@ The official training loop puts the whole network in train mode, so the frozen b
 follow the new data; ``frozen_bn: eval`` keeps them at their pretrained values instead (not the paper).
 
 Input: ``batch["image"]`` ``(B, 3, H, W)``; evaluation batches of ``(B, V, 3, H, W)`` are averaged over the V views
-(:class:`common.module.ClassificationModule`). The image-classification datamodule (VTAB-1k / FGVC / few-shot lists)
-that feeds it is not in ``common/data`` yet.
+(:class:`common.module.ClassificationModule`), as :class:`common.data.image_classification.ImageClassificationDataModule`
+gives them (VTAB-1k, FGVC, few-shot lists, CUB, class folders; ShapesWorld VTAB-like tasks by default).
 """
 
 from __future__ import annotations

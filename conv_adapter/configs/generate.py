@@ -1,14 +1,20 @@
-"""Write ``conv_adapter/configs/paper/<backbone>/<method>.yaml``: ``python -m conv_adapter.configs.generate``.
+"""Write the Conv-Adapter configs: ``python -m conv_adapter.configs.generate``.
 
-The paper preset: the official code's training defaults (``Hhhhhhao/Conv-Adapter`` ``main.py``): AdamW, lr 1e-3,
-weight decay 1e-4, cosine to 1e-6 per step, no warm-up, 100 epochs, batch 64 at 224 px, head dropout 0.2,
-gamma (``adapt_size``) 8; weights: ResNet-50 torchvision's IMAGENET1K_V2 (``tv2_in1k``, the official URL), BiT-M
-R50x1 (``goog_in21k``, the official ``.npz``), ConvNeXt-B and Swin-B/L ImageNet-22k (``fb_in22k`` / ``ms_in22k``:
-the official code loads either 1k or 22k; which one each table used is not confirmed here).
+``paper/<backbone>/<method>.yaml``: the official code's training defaults (``Hhhhhhao/Conv-Adapter`` ``main.py``):
+AdamW, lr 1e-3, weight decay 1e-4, cosine to 1e-6 per step, no warm-up, 100 epochs, batch 64 at 224 px, head dropout
+0.2, gamma (``adapt_size``) 8; weights: ResNet-50 torchvision's IMAGENET1K_V2 (``tv2_in1k``, the official URL),
+BiT-M R50x1 (``goog_in21k``, the official ``.npz``), ConvNeXt-B and Swin-B/L ImageNet-22k (``fb_in22k`` /
+``ms_in22k``: the official code loads either 1k or 22k; which one each table used is not confirmed here). Data:
+VTAB-1k in NOAH's layout under ``data/vtab-1k`` (``DATA``), the final protocol (train on ``train800val200.txt``,
+evaluate on ``test.txt``), task ``caltech101``; another task is ``--data.init_args.task dtd``, FGVC / few-shot data
+``--data.init_args.root ... --data.init_args.format cub|list|fewshot`` (:mod:`common.data.image_classification`).
 
-The files hold ``trainer`` and ``model`` only: the image-classification datamodule (VTAB-1k / FGVC / few-shot list
-files) is not in ``common/data`` yet; add ``--data`` (a ``class_path`` + ``init_args``, ``batch_size: 64``) when it
-lands. No ``smoke`` / ``tiny`` presets yet for the same reason. A test checks the files match this script.
+``smoke/<backbone>/<method>.yaml`` (seconds, CI) and ``tiny/<backbone>/<method>.yaml`` (minutes on a laptop): the
+tiny ShapesWorld backbones ``shapes-resnet-tiny`` / ``shapes-convnext-tiny`` on the ShapesWorld VTAB-like tasks
+(``outputs/data/vtab-like``, written on first use; task ``shape``, another one with ``--data.init_args.task
+count``); smoke with a random-weight backbone (``pretrained: null``, so nothing is pretrained), tiny with the
+ShapesWorld-pretrained one. VPT is a Swin baseline, so neither tiny preset has it.
+A test checks the files match this script.
 """
 
 from __future__ import annotations
@@ -33,6 +39,34 @@ METHODS = ("conv_parallel", "conv_sequential", "residual_parallel", "residual_se
            "full_finetune", "bitfit", "vpt")
 
 
+#: tiny slug -> (registry name, label)
+TINY_BACKBONES: dict[str, tuple[str, str]] = {
+    "resnet-tiny": ("shapes-resnet-tiny", "the tiny ShapesWorld ResNet (BasicBlock)"),
+    "convnext-tiny": ("shapes-convnext-tiny", "the tiny ShapesWorld ConvNeXt"),
+}
+DATA = "common.data.image_classification.ImageClassificationDataModule"
+MODEL_DEFAULTS: dict[str, Any] = {"gamma": 8, "alpha_init": 1.0, "train_norms": True, "head_dropout": 0.2,
+                                  "frozen_bn": "train", "weight_decay": 1e-4, "warmup_epochs": 0,
+                                  "min_lr_ratio": 1e-3, "label_smoothing": 0.0}
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "trainer": {"max_steps": 2, "limit_train_batches": 2, "limit_val_batches": 2, "num_sanity_val_steps": 0,
+                    "check_val_every_n_epoch": None, "val_check_interval": 2, "log_every_n_steps": 1,
+                    "enable_model_summary": False, "enable_progress_bar": False, "accelerator": "cpu", "devices": 1},
+        "data": {"root": None, "task": "shape", "format": "vtab", "image_size": 64, "batch_size": 8,
+                 "num_workers": 0, "synth_if_missing": True},
+        "lr": 1e-3, "pretrained": False,
+    },
+    "tiny": {
+        "trainer": {"max_epochs": 30, "check_val_every_n_epoch": 10, "num_sanity_val_steps": 0,
+                    "log_every_n_steps": 5, "enable_model_summary": False, "accelerator": "cpu", "devices": 1},
+        "data": {"root": None, "task": "shape", "format": "vtab", "image_size": 64, "batch_size": 32,
+                 "num_workers": 0, "synth_if_missing": True},
+        "lr": 5e-3, "pretrained": True,
+    },
+}
+
+
 def config(slug: str, method: str) -> dict[str, Any]:
     name, tag, _ = BACKBONES[slug]
     return {
@@ -40,9 +74,24 @@ def config(slug: str, method: str) -> dict[str, Any]:
         "trainer": {"max_epochs": 100, "check_val_every_n_epoch": 10, "log_every_n_steps": 20,
                     "accelerator": "gpu", "devices": 1},
         "model": {"class_path": MODEL, "init_args": {
-            "method": method, "backbone": name, "pretrained": tag, "gamma": 8, "alpha_init": 1.0,
-            "train_norms": True, "head_dropout": 0.2, "frozen_bn": "train", "lr": 1e-3, "weight_decay": 1e-4,
-            "warmup_epochs": 0, "min_lr_ratio": 1e-3, "label_smoothing": 0.0}},
+            "method": method, "backbone": name, "pretrained": tag, **MODEL_DEFAULTS, "lr": 1e-3}},
+        "data": {"class_path": DATA, "init_args": {
+            "root": "data/vtab-1k", "task": "caltech101", "format": "vtab", "train_file": "train800val200.txt",
+            "val_file": "test.txt", "test_file": "test.txt", "image_size": 224, "batch_size": 64,
+            "num_workers": 8}},
+    }
+
+
+def tiny_config(preset: str, slug: str, method: str) -> dict[str, Any]:
+    name, _ = TINY_BACKBONES[slug]
+    p = PRESETS[preset]
+    return {
+        "seed_everything": 42,
+        "trainer": dict(p["trainer"]),
+        "model": {"class_path": MODEL, "init_args": {
+            "method": method, "backbone": name, "pretrained": name if p["pretrained"] else None, **MODEL_DEFAULTS,
+            "lr": p["lr"]}},
+        "data": {"class_path": DATA, "init_args": dict(p["data"])},
     }
 
 
@@ -52,10 +101,20 @@ def files() -> dict[Path, str]:
         for method in METHODS:
             if method == "vpt" and not slug.startswith("swin"):
                 continue
-            text = (HEADER + f"# Conv-Adapter paper preset: {method} on {label}; the data section is pending "
-                    "(no image-classification datamodule in common/data yet).\n"
+            text = (HEADER + f"# Conv-Adapter paper preset: {method} on {label}; VTAB-1k (NOAH layout) under "
+                    "data/vtab-1k, final protocol; another task: --data.init_args.task <name>.\n"
                     + yaml.safe_dump(config(slug, method), sort_keys=False))
             out[HERE / "paper" / slug / f"{method}.yaml"] = text
+    for preset in PRESETS:
+        for slug, (_, label) in TINY_BACKBONES.items():
+            for method in METHODS:
+                if method == "vpt":
+                    continue
+                weights = "random weights" if not PRESETS[preset]["pretrained"] else "ShapesWorld-pretrained"
+                text = (HEADER + f"# Conv-Adapter {preset} preset: {method} on {label} ({weights}), ShapesWorld "
+                        "VTAB-like task 'shape'; another task: --data.init_args.task colour|count|position|"
+                        "orientation.\n" + yaml.safe_dump(tiny_config(preset, slug, method), sort_keys=False))
+                out[HERE / preset / slug / f"{method}.yaml"] = text
     return out
 
 
