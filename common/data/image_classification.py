@@ -34,7 +34,6 @@ and more than ``max_missing_fraction`` of a split left out fails; an image that 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -43,7 +42,6 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 from common.data.base import (
     CVDataModule,
@@ -55,89 +53,24 @@ from common.data.base import (
     check_paths_exist,
 )
 from common.data.image_lists import (
+    DEFAULT_FILES,
+    DEFAULT_PREFIX,
+    FORMATS,
+    LAYOUT,
+    VTAB_NUM_CLASSES,
     ListFormatError,
+    detect_format,
     read_class_names,
     read_cub,
     read_folder,
     read_label_list,
 )
+from common.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD, NO_FLIP_TASKS, build_transform
 
 __all__ = ["FORMATS", "NO_FLIP_TASKS", "VTAB_NUM_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "detect_format",
            "build_transform", "ImageListDataset", "ImageClassificationDataModule"]
 
 Format = Literal["auto", "vtab", "fewshot", "list", "cub", "folder"]
-FORMATS = ("vtab", "fewshot", "list", "cub", "folder")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: tasks trained without a horizontal flip: the official Conv-Adapter code's VTAB list (``datasets/build.py``) and
-#: the ShapesWorld VTAB-like tasks whose label a flip changes
-NO_FLIP_TASKS: tuple[str, ...] = ("clevr_dist", "clevr_count", "dsprites_loc", "dsprites_ori", "dmlab",
-                                  "smallnorb_azi", "position", "orientation")
-
-#: classes of the 19 VTAB-1k tasks (NOAH's folder names, and the official code's spellings), used when a task
-#: folder carries no class file: a train800 list need not hold every class
-VTAB_NUM_CLASSES: dict[str, int] = {
-    "caltech101": 102, "cifar": 100, "cifar100": 100, "dtd": 47, "oxford_flowers102": 102, "oxford_iiit_pet": 37,
-    "oxford_pet": 37, "svhn": 10, "sun397": 397, "patch_camelyon": 2, "eurosat": 10, "resisc45": 45,
-    "diabetic_retinopathy": 5, "clevr_count": 8, "clevr_dist": 6, "dmlab": 6, "kitti": 4, "dsprites_loc": 16,
-    "dsprites_ori": 16, "smallnorb_azi": 18, "smallnorb_ele": 9,
-}  # fmt: skip
-
-_DEFAULT_FILES: dict[str, tuple[str, str, str]] = {
-    "vtab": ("train800.txt", "val200.txt", "test.txt"),
-    "fewshot": ("annotations/train_meta.list.num_shot_{shots}.seed_{fewshot_seed}", "annotations/val_meta.list",
-                "annotations/test_meta.list"),
-    "list": ("train.txt", "val.txt", "test.txt"),
-    "cub": ("train", "test", "test"),
-    "folder": ("train", "val", "test"),
-}
-_DEFAULT_PREFIX = {"vtab": "", "fewshot": "data/images", "list": "", "cub": "images", "folder": ""}
-
-_LAYOUT = {
-    "vtab": "  <task>/{train800,val200,train800val200,test}.txt: 'path label' lines, paths relative to <task>/",
-    "fewshot": "  <task>/annotations/train_meta.list.num_shot_{K}.seed_{S}, val_meta.list, test_meta.list: 'path "
-               "label' lines, paths relative to <task>/data/images/",
-    "list": "  train.txt, val.txt, test.txt: 'path label' lines, paths relative to <image_prefix>/",
-    "cub": "  images.txt (id path), image_class_labels.txt (id class, 1-based), train_test_split.txt (id 0|1), "
-           "classes.txt, images/<path>",
-    "folder": "  train/<class>/<image>, val/<class>/<image>, test/<class>/<image>",
-}
-
-
-def detect_format(folder: Path) -> str:
-    """The annotation format of a dataset folder, from the files present (``list`` when nothing else fits)."""
-    if (folder / "images.txt").is_file() and (folder / "train_test_split.txt").is_file():
-        return "cub"
-    if any((folder / n).is_file() for n in ("train800.txt", "train800val200.txt")):
-        return "vtab"
-    ann = folder / "annotations"
-    if ann.is_dir() and any(n.startswith("train_meta.list") for n in os.listdir(ann)):
-        return "fewshot"
-    if (folder / "train").is_dir() and not (folder / "train.txt").is_file():
-        return "folder"
-    return "list"
-
-
-def build_transform(recipe: str, train: bool, image_size: int, hflip: bool, crop_ratio: float = 0.875,
-                    rrc_scale: Sequence[float] = (0.22, 1.0), mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD) -> Callable[[Image.Image], torch.Tensor]:
-    """The PIL -> normalised tensor pipeline of a recipe (``vtab`` or ``fgvc``; see the module docstring)."""
-    bicubic = T.InterpolationMode.BICUBIC
-    if recipe == "vtab":
-        steps: list[Any] = [T.Resize((image_size, image_size), interpolation=bicubic)]
-    elif recipe == "fgvc":
-        if train:
-            steps = [T.RandomResizedCrop(image_size, scale=tuple(rrc_scale), interpolation=bicubic)]
-        else:
-            size = int(image_size / crop_ratio)
-            steps = [T.Resize((size, size), interpolation=bicubic), T.CenterCrop(image_size)]
-    else:
-        raise ValueError(f"recipe must be vtab or fgvc, got {recipe!r}")
-    if train and hflip:
-        steps.append(T.RandomHorizontalFlip(0.5))
-    steps += [T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
-    return T.Compose(steps)
 
 
 class ImageListDataset(Dataset):
@@ -281,16 +214,16 @@ class ImageClassificationDataModule(CVDataModule):
         return ("vtab" if self.format == "vtab" else "fgvc") if self._recipe == "auto" else self._recipe
 
     def split_file(self, split: str) -> Path:
-        name = self._files[split] or _DEFAULT_FILES[self.format][("train", "val", "test").index(split)]
+        name = self._files[split] or DEFAULT_FILES[self.format][("train", "val", "test").index(split)]
         return self.folder / name.format(shots=self.shots, fewshot_seed=self.fewshot_seed)
 
     @property
     def image_prefix(self) -> str:
-        return _DEFAULT_PREFIX[self.format] if self._image_prefix is None else self._image_prefix
+        return DEFAULT_PREFIX[self.format] if self._image_prefix is None else self._image_prefix
 
     def layout_help(self) -> str:
         fmt = self._format if self._format != "auto" else None
-        return "\n".join(v for k, v in _LAYOUT.items() if fmt in (None, k))
+        return "\n".join(v for k, v in LAYOUT.items() if fmt in (None, k))
 
     def write_stand_in(self, out: Path, **kwargs: Any) -> Any:
         from common.data.synth.vtab import write_vtab_like

@@ -22,7 +22,41 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ListFormatError", "IMAGE_SUFFIXES", "read_label_list", "read_class_names", "read_cub", "read_folder"]
+__all__ = ["ListFormatError", "IMAGE_SUFFIXES", "FORMATS", "VTAB_NUM_CLASSES", "DEFAULT_FILES", "DEFAULT_PREFIX",
+           "LAYOUT", "detect_format", "read_label_list", "read_class_names", "read_cub", "read_folder"]
+
+FORMATS = ("vtab", "fewshot", "list", "cub", "folder")
+
+#: classes of the 19 VTAB-1k tasks (NOAH's folder names, and the official code's spellings), used when a task
+#: folder carries no class file: a train800 list need not hold every class
+VTAB_NUM_CLASSES: dict[str, int] = {
+    "caltech101": 102, "cifar": 100, "cifar100": 100, "dtd": 47, "oxford_flowers102": 102, "oxford_iiit_pet": 37,
+    "oxford_pet": 37, "svhn": 10, "sun397": 397, "patch_camelyon": 2, "eurosat": 10, "resisc45": 45,
+    "diabetic_retinopathy": 5, "clevr_count": 8, "clevr_dist": 6, "dmlab": 6, "kitti": 4, "dsprites_loc": 16,
+    "dsprites_ori": 16, "smallnorb_azi": 18, "smallnorb_ele": 9,
+}  # fmt: skip
+
+#: per format: the (train, val, test) annotation files (folders for ``folder``; CUB parts for ``cub``), relative to
+#: the dataset folder, and the folder the listed paths are relative to
+DEFAULT_FILES: dict[str, tuple[str, str, str]] = {
+    "vtab": ("train800.txt", "val200.txt", "test.txt"),
+    "fewshot": ("annotations/train_meta.list.num_shot_{shots}.seed_{fewshot_seed}", "annotations/val_meta.list",
+                "annotations/test_meta.list"),
+    "list": ("train.txt", "val.txt", "test.txt"),
+    "cub": ("train", "test", "test"),
+    "folder": ("train", "val", "test"),
+}
+DEFAULT_PREFIX = {"vtab": "", "fewshot": "data/images", "list": "", "cub": "images", "folder": ""}
+
+LAYOUT = {
+    "vtab": "  <task>/{train800,val200,train800val200,test}.txt: 'path label' lines, paths relative to <task>/",
+    "fewshot": "  <task>/annotations/train_meta.list.num_shot_{K}.seed_{S}, val_meta.list, test_meta.list: 'path "
+               "label' lines, paths relative to <task>/data/images/",
+    "list": "  train.txt, val.txt, test.txt: 'path label' lines, paths relative to <image_prefix>/",
+    "cub": "  images.txt (id path), image_class_labels.txt (id class, 1-based), train_test_split.txt (id 0|1), "
+           "classes.txt, images/<path>",
+    "folder": "  train/<class>/<image>, val/<class>/<image>, test/<class>/<image>",
+}
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
@@ -123,3 +157,17 @@ def read_folder(split_dir: str | os.PathLike, classes: list[str]) -> tuple[list[
             if name.lower().endswith(IMAGE_SUFFIXES):
                 out.append((f"{cls}/{name}", index[cls]))
     return out, unknown
+
+
+def detect_format(folder: Path) -> str:
+    """The annotation format of a dataset folder, from the files present (``list`` when nothing else fits)."""
+    if (folder / "images.txt").is_file() and (folder / "train_test_split.txt").is_file():
+        return "cub"
+    if any((folder / n).is_file() for n in ("train800.txt", "train800val200.txt")):
+        return "vtab"
+    ann = folder / "annotations"
+    if ann.is_dir() and any(n.startswith("train_meta.list") for n in os.listdir(ann)):
+        return "fewshot"
+    if (folder / "train").is_dir() and not (folder / "train.txt").is_file():
+        return "folder"
+    return "list"
