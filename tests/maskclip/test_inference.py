@@ -80,3 +80,19 @@ def test_instance_inference_keeps_the_last_real_class_aligned() -> None:
     # panoptic datasets: only things
     things = instance_inference(cls, masks, has_no_object=False, topk=100, thing_classes={0})
     assert set(things["labels"].tolist()) == {0}
+
+
+def test_panoptic_output_scores_with_the_projects_pq() -> None:
+    """The (ids, segments_info) pair goes straight into common.metrics' official-equivalent PQ."""
+    from common.metrics.panoptic_metric import COCOPanopticQuality
+
+    cls, masks = _case()
+    pred = panoptic_inference(cls, masks, {0}, has_no_object=True)
+    gt_ids = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 2], [1, 1, 2, 2], [1, 1, 2, 2]])
+    gt = {"panoptic": gt_ids, "segments_info": [{"id": 1, "category_id": 0, "iscrowd": 0},
+                                                {"id": 2, "category_id": 1, "iscrowd": 0}]}
+    metric = COCOPanopticQuality(3, [True, False, False])
+    metric.update([pred], [gt])
+    res = metric.compute()
+    assert res["pq_th"] == 100.0
+    torch.testing.assert_close(res["sq_st"], torch.tensor(100.0 * 7 / 8))  # stuff: 7 of 8 pixels, one VOID
