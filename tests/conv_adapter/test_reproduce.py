@@ -80,6 +80,7 @@ def test_plans_and_the_paper_data_check(tmp_path, mlflow_store, monkeypatch, cap
         "residual_sequential")}
     tiny = make_plan("tiny")
     keys = {r.key for r in tiny.rows}
-    assert {f"convnext-tiny_conv_parallel_shape-k{k}_s{s}" for k in (1, 2, 4, 8, 16) for s in (0, 1, 2)} <= keys
+    assert {f"resnet-tiny_conv_parallel_shape-k{k}_s{s}" for k in (1, 2, 4, 8, 16) for s in (0, 1, 2)} <= keys
+    assert "convnext-tiny_residual_sequential_orientation_s0" in keys and len(keys) == 2 * 7 * 5 + 3 * 5 * 2 + 45
     assert {f"resnet-tiny_linear_probe_{t}_s{s}" for t in ("shape", "colour", "count", "position", "orientation")
             for s in (0, 1, 2)} <= keys
