@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from common.models import clip_vit
 from common.models.text_head import BARE_NAME, CLIPTextClassifier
@@ -80,12 +81,15 @@ class MaskTokenViT(nn.Module):
         zero_init_refine, refine_chunk: see :class:`maskclip.rma.RelativeMaskAttention`.
         register_visual: ``True``: ``visual`` is a submodule; ``False``: only a reference, for an owner that registers
             the CLIP itself (so its weights are not saved twice).
+        grad_checkpointing: recompute every block (plain and RMA) in the backward pass when gradients are recorded
+            (the mask tokens' path back to the RMA parameters runs through the frozen blocks).
     """
 
     def __init__(self, visual: nn.Module, *, rma: bool = True, rma_blocks: Sequence[int] | None = None,
                  zero_init_refine: bool = False, refine_chunk: int | None = None,
-                 register_visual: bool = True) -> None:
+                 register_visual: bool = True, grad_checkpointing: bool = False) -> None:
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
         clip_vit.check_vit(visual, _WHERE)
         if register_visual:
             self.visual = visual
@@ -132,12 +136,16 @@ class MaskTokenViT(nn.Module):
         for stop in (*self.rma_blocks, depth):
             if stop > start:  # plain blocks [start, stop): one attention mask from the current masks
                 attn = mask_token_attention(masks, self.patch_size)
-                x = clip_vit.run_blocks(visual, x, layout, attn_masks=attn, blocks=range(start, stop))
+                x = clip_vit.run_blocks(visual, x, layout, attn_masks=attn, blocks=range(start, stop),
+                                        grad_checkpointing=self.grad_checkpointing)
             if stop == depth:
                 break
             attn = mask_token_attention(masks, self.patch_size)
-            x, delta = rma_block_forward(visual.transformer.resblocks[stop], self.rma[str(stop)], x, masks, attn,
-                                         q, layout.grid)
+            args = (visual.transformer.resblocks[stop], self.rma[str(stop)], x, masks, attn, q, layout.grid)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x, delta = checkpoint(rma_block_forward, *args, use_reentrant=False)
+            else:
+                x, delta = rma_block_forward(*args)
             masks = masks + delta.to(masks.dtype)
             aux.append(masks)
             start = stop + 1

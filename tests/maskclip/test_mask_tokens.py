@@ -151,3 +151,18 @@ def test_rma_parameter_count_by_formula_and_at_paper_scale() -> None:
     trainable = sum(p.numel() for p in paper.parameters() if p.requires_grad)
     assert rma_parameter_count(1024, 14) == 1_454_276
     assert trainable == 4 * 1_454_276 == 5_817_104                # the paper: ~5.82M
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    visual = tiny_vit()
+    images, masks = torch.randn(2, 3, S, S), torch.randn(2, 3, S, S)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(1)
+        model = MaskTokenViT(visual, rma_blocks=(1, 3, 5), grad_checkpointing=ckpt)
+        out = model(images, masks)
+        (out.embeddings.pow(2).sum() + out.masks.mean() + out.aux_masks[0].mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4)
