@@ -55,7 +55,6 @@ def log_figure(trainer: pl.Trainer, fig: Any, artifact_file: str) -> bool:
     An artifact-store problem is reported and swallowed: a picture must never end a run.
     """
     import matplotlib.pyplot as plt
-
     from lightning.pytorch.loggers import MLFlowLogger
 
     loggers = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)] if trainer.is_global_zero else []

@@ -36,8 +36,13 @@ from common.peft.inject import InsertionPoint, inject, insertion_points
 from common.peft.lora import LoRADelta, qkv_slices
 from common.peft.swin import SwinBlockInfo, stage_dims, swin_blocks, swin_stage_features
 from common.peft.vpt import SwinPrompts
-from polyhistor.hypernet import (AdapterSlot, DecomposedAdapterBank, FullAdapterBank, KroneckerAdapterBank,
-                                 apply_adapter)
+from polyhistor.hypernet import (
+    AdapterSlot,
+    DecomposedAdapterBank,
+    FullAdapterBank,
+    KroneckerAdapterBank,
+    apply_adapter,
+)
 from polyhistor.methods import METHODS, method_spec
 
 POSITIONS = ("attn", "mlp")

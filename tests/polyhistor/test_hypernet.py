@@ -112,7 +112,8 @@ def test_lite_templates_are_shared_by_every_layer_and_scaling_kernels_are_per_la
         weights = bank([0, 1, 2])
         t = bank.templates(torch.tensor([0, 1, 2]))
     for task in range(3):
-        for i, (w, k) in enumerate(zip(weights[task], bank.ks)):
+        assert len(weights[task]) == len(bank.ks)
+        for i, w in enumerate(weights[task]):
             assert torch.allclose(w.w_down, torch.kron(bank.scale_down[i], t.w_down[task]), atol=1e-6)
             assert torch.allclose(w.w_up, torch.kron(bank.scale_up[i], t.w_up[task]), atol=1e-6)
     # the template differs by task; a layer's scaling kernel changes that layer's adapter only, for every task
