@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install lock test test-fast lint mlflow-ui reproduce-polyhistor reproduce-st-adapter reproduce-conv-adapter pretrain clean
+.PHONY: help install lock test test-fast lint mlflow-ui reproduce-polyhistor reproduce-st-adapter reproduce-conv-adapter reproduce-vificlip pretrain clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ reproduce-st-adapter: install ## ST-Adapter's K400/SSv2 rows (PRESET=tiny|smoke|
 
 reproduce-conv-adapter: install ## Conv-Adapter's VTAB-like + few-shot rows (PRESET=tiny|smoke|paper, DATA=path)
 	$(PY) -m benchmarks.reproduce conv_adapter --preset $(PRESET) $(if $(DATA),--data $(DATA),)
+
+reproduce-vificlip: install ## ViFi-CLIP's K400 rows: zero-shot, image/text-FT, ViFi-CLIP, bridge-and-prompt (PRESET=tiny|smoke|paper, DATA=path/to/kinetics400)
+	$(PY) -m benchmarks.reproduce vificlip --preset $(PRESET) $(if $(DATA),--data $(DATA),)
 
 clean: ## remove caches (keeps .venv, outputs/ and the MLflow store)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

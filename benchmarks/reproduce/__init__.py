@@ -65,6 +65,7 @@ class Row:
     config: str
     overrides: list[str] = field(default_factory=list)
     cost: float = 1.0
+    command: str = "fit"  # the CLI subcommand (``validate`` for a row that trains nothing, e.g. zero-shot CLIP)
 
 
 @dataclass
@@ -159,7 +160,7 @@ def row_setting(row: Row) -> str:
 def _cli_args(plan: Plan, row: Row, parent: str) -> list[str]:
     """The row's command after ``python -m <paper>``: its config, overrides and the parent run; what a user would
     type (the run's name comes from the environment, the setting and preset from the config path)."""
-    args = ["fit", "--config", str(_resolve(row.config)), *row.overrides, "--run.parent_run_id", parent]
+    args = [row.command, "--config", str(_resolve(row.config)), *row.overrides, "--run.parent_run_id", parent]
     if plan.experiment != plan.cli_module:
         args += ["--run.experiment", plan.experiment]
     if tracking.setting_preset(row_setting(row)) != plan.preset:
