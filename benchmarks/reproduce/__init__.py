@@ -371,6 +371,21 @@ def check_datamodules(plan: Plan, what: str, flag_help: str) -> None:
                                  f"(row {row.key}):\n{msg}\n{flag_help}") from err
 
 
+def rows_to_csv(rows: list[dict[str, Any]], fields: list[str], digits: int = 4) -> str:
+    """A results table as CSV text: one line per row, the ``fields`` columns, floats with ``digits`` decimals, None
+    as an empty cell (every paper's ``<paper>_<preset>.csv``)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.{digits}f}" if isinstance(r[k], float) else r[k]))
+                    for k in fields})
+    return buf.getvalue()
+
+
 def save_table(plan: Plan, md: str, csv_text: str, results_dir: Path | None = None) -> list[Path]:
     """Write ``<paper>_<preset>.md`` and ``.csv`` into ``results_dir`` (default ``benchmarks/results/``)."""
     out_dir = results_dir or project_root() / "benchmarks" / "results"

@@ -23,15 +23,21 @@ checked (conv_adapter/README.md); its claims stand beside the table.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.reproduce import DataCheckError, Plan, Row, RowResult, check_datamodules, save_table
+from benchmarks.reproduce import (
+    DataCheckError,
+    Plan,
+    Row,
+    RowResult,
+    check_datamodules,
+    rows_to_csv,
+    save_table,
+)
 
 METHODS: dict[str, str] = {
     "linear_probe": "Linear probe", "full_finetune": "Full fine-tuning", "bitfit": "BitFit",
@@ -291,14 +297,6 @@ CSV_FIELDS = ["key", "backbone", "method", "task", "shots", "seed", "status", "t
               "minutes", "run_id"]
 
 
-def to_csv(lines_: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in lines_:
-        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]))
-                    for k in CSV_FIELDS})
-    return buf.getvalue()
 
 
 def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
@@ -324,4 +322,4 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               "several seeds: mean ± standard deviation (few-shot: list seed = training seed). Trainable: "
               "parameters the row trains (adapters + trained norms + head).")
     md = markdown(plan, lines_, header)
-    return md, save_table(plan, md, to_csv(lines_), results_dir)
+    return md, save_table(plan, md, rows_to_csv(lines_, CSV_FIELDS), results_dir)

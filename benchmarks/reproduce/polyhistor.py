@@ -7,8 +7,6 @@ runs (one per task); its parameters are their sum and its metrics each run's own
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import Plan, Row, RowResult, check_datamodules, save_table
+from benchmarks.reproduce import Plan, Row, RowResult, check_datamodules, rows_to_csv, save_table
 from common.metrics.dense import delta_m
 from common.paths import data_dir, project_root
 from polyhistor.configs.generate import TASKS, row_names
@@ -164,14 +162,6 @@ CSV_FIELDS = ["method", "key", "status", "params_m", "params_m_paper", "semseg",
               "human_parts_paper", "sal", "sal_paper", "normals", "normals_paper", "delta_m", "delta_m_paper"]
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]))
-                    for k in CSV_FIELDS})
-    return buf.getvalue()
 
 
 def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
@@ -201,4 +191,4 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               "single-task rows; "
               "paper: Swin-T on PASCAL-Context (Polyhistor's table as MTLoRA reprints it).")
     md = markdown(rows, header)
-    return md, save_table(plan, md, to_csv(rows), results_dir)
+    return md, save_table(plan, md, rows_to_csv(rows, CSV_FIELDS, digits=6), results_dir)

@@ -18,15 +18,21 @@ softmax averaged over the views, the official protocol), beside the paper's ViT-
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import DataCheckError, Plan, Row, RowResult, check_datamodules, save_table
+from benchmarks.reproduce import (
+    DataCheckError,
+    Plan,
+    Row,
+    RowResult,
+    check_datamodules,
+    rows_to_csv,
+    save_table,
+)
 from common.paths import data_dir, project_root
 from st_adapter.configs.generate import Setting, settings
 
@@ -225,14 +231,6 @@ CSV_FIELDS = ["key", "dataset", "method", "arch", "frames", "views", "status", "
               "mean_class", "paper_top1", "paper_row", "paper_note", "minutes", "run_id"]
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]))
-                    for k in CSV_FIELDS})
-    return buf.getvalue()
 
 
 def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
@@ -254,4 +252,4 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               "validation split after the last epoch, softmax averaged over the views. The paper column is the "
               "paper's figure on the real dataset (ViT-B/16 for the tiny rows); sources in st_adapter/README.md.")
     md = markdown(rows, header)
-    return md, save_table(plan, md, to_csv(rows), results_dir)
+    return md, save_table(plan, md, rows_to_csv(rows, CSV_FIELDS), results_dir)

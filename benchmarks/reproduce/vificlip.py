@@ -22,8 +22,6 @@ Data:
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +29,15 @@ from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import DataCheckError, Plan, Row, RowResult, check_datamodules, save_table
+from benchmarks.reproduce import (
+    DataCheckError,
+    Plan,
+    Row,
+    RowResult,
+    check_datamodules,
+    rows_to_csv,
+    save_table,
+)
 from common.paths import data_dir, project_root
 
 #: method key -> (label, config file stem suffix, CLI command, class split of the evaluation, paper top-1 K400)
@@ -214,14 +220,6 @@ def markdown(lines_: list[dict[str, Any]], header: str) -> str:
 CSV_FIELDS = ["key", "method", "command", "classes", "status", "trainable", "top1", "paper_top1", "minutes", "run_id"]
 
 
-def to_csv(lines_: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in lines_:
-        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]))
-                    for k in CSV_FIELDS})
-    return buf.getvalue()
 
 
 def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
@@ -247,4 +245,4 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               "trained). Setting: what the configs provide, the fully supervised one (all classes) and base-to-novel "
               "for the zero-shot and bridge-and-prompt rows only (see below).")
     md = markdown(lines_, header)
-    return md, save_table(plan, md, to_csv(lines_), results_dir)
+    return md, save_table(plan, md, rows_to_csv(lines_, CSV_FIELDS), results_dir)
