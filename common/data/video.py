@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import av  # noqa: F401  - loaded before decord on purpose (see "Import order" above)
+import av  # loaded before decord on purpose (see "Import order" above)
 import numpy as np
 
 __all__ = [
@@ -202,6 +202,15 @@ class DecordReader(VideoReader):
     def _open(self) -> Any:
         import decord
 
+        # decord's constructor can abort the whole process (std::terminate, "terminate called without an active
+        # exception") on a file it cannot open: seen intermittently under DDP with three cut-off mp4s. PyAV reads
+        # the container header first (milliseconds), so a broken file is a VideoDecodeError, skipped and counted.
+        try:
+            with av.open(str(self.path), mode="r") as container:
+                if not container.streams.video:
+                    raise VideoDecodeError(self.path, "undecodable", "no video stream")
+        except av.FFmpegError as err:
+            raise VideoDecodeError(self.path, "undecodable", f"{type(err).__name__}: {err}") from err
         return decord.VideoReader(str(self.path), num_threads=self.num_threads)
 
     def _num_frames(self) -> int:
