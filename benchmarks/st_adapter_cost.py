@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.isolated import run_isolated
 
 METHODS = ("st_adapter", "full_finetune", "linear_probe")
 
@@ -117,28 +118,9 @@ def measure(method: str, opts: dict[str, Any]) -> dict[str, Any]:
             "peak_mb": peak, "image_size": size}
 
 
-def _worker(method: str, opts: dict[str, Any], queue: Any) -> None:
-    try:
-        queue.put(measure(method, opts))
-    except Exception as err:  # report, don't hang the parent
-        queue.put({"method": method, "error": f"{type(err).__name__}: {err}"})
-
-
 def run_all(opts: dict[str, Any], methods: tuple[str, ...] = METHODS) -> list[dict[str, Any]]:
     """Every method in its own spawned process, one after the other (never concurrently)."""
-    ctx = mp.get_context("spawn")
-    out = []
-    for method in methods:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_worker, args=(method, opts, queue))
-        proc.start()
-        res = queue.get()
-        proc.join()
-        if "error" in res:
-            raise RuntimeError(f"benchmarks/st_adapter_cost.py: {method} failed: {res['error']}")
-        out.append(res)
-        print(f"  {method:<14} {res['step_ms']:9.1f} ms/step  activations {res['activations_mb']:9.1f} MiB", flush=True)
-    return out
+    return run_isolated(measure, methods, opts, "benchmarks/st_adapter_cost.py", width=14)
 
 
 def table(results: list[dict[str, Any]]) -> str:
