@@ -14,7 +14,16 @@ from typing import Any
 
 import yaml
 
-from benchmarks.reproduce import Plan, Row, RowResult, check_datamodules, rows_to_csv, save_table
+from benchmarks.reproduce import (
+    Plan,
+    Row,
+    RowResult,
+    _data_override,
+    check_datamodules,
+    rows_to_csv,
+    save_table,
+    state_dir,
+)
 from common.metrics.dense import delta_m
 from common.paths import data_dir, project_root
 from polyhistor.configs.generate import TASKS, row_names
@@ -91,6 +100,45 @@ def prepare(plan: Plan) -> None:
         ensure_pretrained(pretrained)
 
 
+# ------------------------------------------------------------------------------------------------------ trivial row
+TRIVIAL_LABEL = "Trivial (constant per task)"
+
+
+def _trivial_source(plan: Plan) -> tuple[dict[str, Any], str]:
+    """The datamodule (class path + init args, the rows' data overrides applied) of the preset's multi-task rows, and
+    the digest of both under which its trivial metrics are cached."""
+    import hashlib
+    import json
+
+    cfg = yaml.safe_load((project_root() / _config_path(plan.preset, "decoders_only")).read_text())
+    overrides = plan.rows[0].overrides if plan.rows else []
+    data = {"class_path": cfg["data"]["class_path"],
+            "init_args": {**cfg["data"]["init_args"], **_data_override(overrides)}}
+    return data, hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def trivial_row_metrics(plan: Plan) -> dict[str, float]:
+    """The constant predictor's metrics on the val split the rows are scored on (:mod:`polyhistor.trivial`), cached
+    in the preset's state folder (``trivial.json``) per data config."""
+    import importlib
+    import json
+
+    from polyhistor.trivial import trivial_metrics_of_datamodule
+
+    data, digest = _trivial_source(plan)
+    path = state_dir(plan.paper, plan.preset) / "trivial.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("data_hash") == digest:
+            return saved["metrics"]
+    module, _, name = data["class_path"].rpartition(".")
+    dm = getattr(importlib.import_module(module), name)(**data["init_args"])
+    metrics = trivial_metrics_of_datamodule(dm, "val")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data_hash": digest, "metrics": metrics}, indent=1) + "\n")
+    return metrics
+
+
 # ---------------------------------------------------------------------------------------------------------------- table
 def _main(res: RowResult | None, task: str) -> float | None:
     if res is None or res.status != "finished":
@@ -100,11 +148,18 @@ def _main(res: RowResult | None, task: str) -> float | None:
     return round(v, 6) if v is not None and math.isfinite(v) else None
 
 
-def table_rows(results: dict[str, RowResult]) -> list[dict[str, Any]]:
-    """One dict per table row: method, key, status, params, the four metrics, Δm, and the paper's figures."""
+def table_rows(results: dict[str, RowResult], trivial: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """One dict per table row: method, key, status, params, the four metrics, Δm, and the paper's figures; with
+    ``trivial`` (:func:`trivial_row_metrics`) a first row ``trivial``, the constant predictor of each task."""
     st = {t: _main(results.get(f"single_task_{t}"), t) for t in TASKS}
     baseline = {t: v for t, v in st.items() if v is not None}
     out = []
+    if trivial is not None:
+        metrics = {t: round(trivial[f"{t}/{MAIN_METRIC[t]}"], 6) for t in TASKS}
+        row = {"method": TRIVIAL_LABEL, "key": "trivial", "status": "finished", "params_m": 0.0, **metrics,
+               "delta_m": delta_m(metrics, baseline, LOWER_IS_BETTER) if len(baseline) == len(TASKS) else None}
+        row.update({f"{k}_paper": None for k in ("params_m", "semseg", "human_parts", "sal", "normals", "delta_m")})
+        out.append(row)
     for name, spec in METHODS.items():
         paper = spec.paper
         row: dict[str, Any] = {"method": spec.label, "key": name}
@@ -169,12 +224,18 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
     """Write ``polyhistor_<preset>.md/.csv``, log Δm to the child runs and the table to the parent."""
     from common import tracking
 
-    rows = table_rows(results)
+    trivial = None
+    try:
+        trivial = trivial_row_metrics(plan)
+    except Exception as err:  # the table of the trained rows is still worth writing
+        print(f"[reproduce] no trivial row: {type(err).__name__}: {err}")
+    rows = table_rows(results, trivial)
     client = tracking.client()
     for r in rows:
         if r["delta_m"] is None:
             continue
-        keys = [f"single_task_{t}" for t in TASKS] if r["key"] == "single_task" else [r["key"]]
+        keys = ([f"single_task_{t}" for t in TASKS] if r["key"] == "single_task" else
+                [] if r["key"] == "trivial" else [r["key"]])
         for k in keys:
             res = results.get(k)
             if res is not None and res.run_id and not res.reused:
@@ -189,6 +250,9 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               f"{time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, MLflow parent run `{parent}`; "
               f"row times summed {trained / 60:.1f} min (rows may run in parallel), {cpu / 60:.1f} min CPU. Metrics on val; Δm against our "
               "single-task rows; "
-              "paper: Swin-T on PASCAL-Context (Polyhistor's table as MTLoRA reprints it).")
+              + (f"trivial: the constant predictor of each task on the same val split (background everywhere; "
+                 f"saliency: every pixel {'salient' if trivial['sal_constant'] else 'not salient'}, the constant the "
+                 f"saliency metric scores best; normals: the split's mean normal); " if trivial else "")
+              + "paper: Swin-T on PASCAL-Context (Polyhistor's table as MTLoRA reprints it).")
     md = markdown(rows, header)
     return md, save_table(plan, md, rows_to_csv(rows, CSV_FIELDS, digits=6), results_dir)

@@ -47,13 +47,23 @@ def test_smoke_reproduction_tracks_rows_writes_the_table_and_resumes(pascal_root
     assert artifacts == {"results/polyhistor_smoke.md", "results/polyhistor_smoke.csv"}
 
     rows = {r["key"]: r for r in csv.DictReader((results / "polyhistor_smoke.csv").open())}
-    assert set(rows) == {"single_task", "polyhistor"}
+    assert set(rows) == {"trivial", "single_task", "polyhistor"}
+    # the trivial row is the constant predictor on the same val split, scored as the rows (polyhistor.trivial)
+    from common.data.pascal_context import PascalContextMTDataModule
+    from polyhistor.trivial import trivial_metrics_of_datamodule
+
+    want = trivial_metrics_of_datamodule(PascalContextMTDataModule(root=str(pascal_root), image_size=64, batch_size=3,
+                                                                   synth_if_missing=False))
+    assert float(rows["trivial"]["human_parts"]) == pytest.approx(want["human_parts/mIoU"], abs=1e-5)
+    assert float(rows["trivial"]["normals"]) == pytest.approx(want["normals/mean"], abs=1e-5)
+    assert rows["trivial"]["delta_m_paper"] == ""
     base = {t: float(rows["single_task"][t]) for t in ("semseg", "human_parts", "sal", "normals")}
     metrics = {t: float(rows["polyhistor"][t]) for t in base}
     assert float(rows["polyhistor"]["delta_m"]) == pytest.approx(delta_m(metrics, base, ("normals",)), rel=1e-4, abs=1e-4)
     assert float(rows["polyhistor"]["delta_m_paper"]) == 2.34
     assert float(rows["single_task"]["delta_m"]) == 0.0
     assert "| Polyhistor |" in (results / "polyhistor_smoke.md").read_text()
+    assert "| Trivial (constant per task) | 0.00 |" in (results / "polyhistor_smoke.md").read_text()
 
     # resume: nothing is trained again, no new child run, same parent
     assert main(args) == 0
