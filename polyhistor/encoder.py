@@ -15,6 +15,10 @@ task.
 Insertion points ("slots"): the ``attn`` and ``mlp`` points of :mod:`common.peft.inject` -- the output of a
 block's window attention (after its projection, before the residual add) and of its MLP, Houlsby's two sequential
 adapter positions; ``PeftConfig.adapter_positions`` picks them. LoRA acts in parallel at the ``qkv`` points.
+The Conv-Adapter row (beyond the paper) puts one Conv-Adapter per task in parallel at each block's ``attn_grid``
+point: read from norm1(x) on the (B, H, W, C) grid, added to the residual stream with the attention branch (the
+official Swin placement of Conv-Adapter's Convolution Parallel variant; the kernel is
+:class:`conv_adapter.adapter.ConvAdapter`).
 PEFT modules live in :attr:`MultiTaskSwin.peft` (keys ``s<stage>_b<block>_<point>``); the Swin's own modules and
 state-dict keys are untouched (forward hooks), except BitFit / norm tuning, which parametrize the tuned tensors
 (see common/peft/bitfit.py).
@@ -36,6 +40,7 @@ from common.peft.inject import InsertionPoint, inject, insertion_points
 from common.peft.lora import LoRADelta, qkv_slices
 from common.peft.swin import SwinBlockInfo, stage_dims, swin_blocks, swin_stage_features
 from common.peft.vpt import SwinPrompts
+from conv_adapter.adapter import ConvAdapter
 from polyhistor.hypernet import (
     AdapterSlot,
     DecomposedAdapterBank,
@@ -69,6 +74,10 @@ class PeftConfig:
         hyper_layer_norm: HyperFormer's generated layer norm after each adapter (``conditional_layer_norm``).
         polyhistor_rank / lite_rank: rank of the decomposed hypernetworks' factors (polyhistor_rank 27 gives the
             paper's 8.96M with stage sharing, see the README).
+        conv_adapter_gamma / conv_adapter_kernel / conv_adapter_alpha_init: the Conv-Adapter row's compression
+            gamma (width = C / gamma), kernel size k of its grouped convolution and the initial channel scale alpha;
+            8, 7 and 1.0 are the official code's Swin defaults (alpha 1: the adapter does not start as the zero map;
+            0 starts the row as the frozen Swin).
         stack_tasks: run the task-specific encoder passes as one stacked batch where the method allows (same
             result, faster; see the module docstring). Not a shape: it changes no parameter.
     """
@@ -92,6 +101,9 @@ class PeftConfig:
     hyper_layer_norm: bool = True
     polyhistor_rank: int = 27
     lite_rank: int = 8
+    conv_adapter_gamma: int = 8
+    conv_adapter_kernel: int = 7
+    conv_adapter_alpha_init: float = 1.0
     stack_tasks: bool = True
 
 
@@ -134,7 +146,7 @@ class MultiTaskSwin(nn.Module):
         self._block_info = {b.name: b for b in self.blocks}
         self.dims = stage_dims(swin)
         self.task_agnostic = self.spec.task_agnostic
-        row_wise = self.spec.encoder in ("adapter", "lora", "hyper") or (
+        row_wise = self.spec.encoder in ("adapter", "lora", "hyper", "conv_adapter") or (
             self.spec.encoder == "compacter" and not self.cfg.compacter_tune_norms)
         #: the per-task passes run as one stacked batch (see the module docstring)
         self.stacked = bool(self.cfg.stack_tasks and row_wise and not self.task_agnostic)
@@ -203,6 +215,19 @@ class MultiTaskSwin(nn.Module):
     def _setup_vpt(self) -> None:
         self.peft["prompts"] = SwinPrompts(self.swin, self.cfg.vpt_tokens, self.ctx, deep=self.method == "vpt_deep",
                                            dropout=self.cfg.vpt_dropout)
+
+    def _setup_conv_adapter(self) -> None:
+        """Per-task Conv-Adapters (Convolution Parallel) beside every block's attention, on the (B, H, W, C) grid:
+        ``x + attn(norm1(x)) + alpha * conv1x1(act(grouped_conv_kxk(norm1(x))))``. Only the adapters train (no
+        norms: the official code also tunes every norm, which a multi-task row would need per task)."""
+        c = self.cfg
+
+        def make(point: InsertionPoint) -> ConvAdapter:
+            return ConvAdapter(point.in_dim, point.out_dim, c.conv_adapter_gamma, c.conv_adapter_kernel,
+                               stride=point.stride, activation=c.activation, layout="nhwc", init="torch",
+                               alpha_init=c.conv_adapter_alpha_init)
+
+        self._inject_routed("conv_adapters", make, ["attn_grid"], mode="parallel")
 
     def _setup_hyper(self) -> None:
         points = self._points()

@@ -27,7 +27,8 @@ class MethodSpec:
     Attributes:
         name: the config value (``model.init_args.method``).
         label: the row as the paper names it.
-        encoder: PEFT family set up in the encoder: none | adapter | compacter | bitfit | lora | vpt | hyper.
+        encoder: PEFT family set up in the encoder: none | adapter | compacter | bitfit | lora | vpt | hyper |
+            conv_adapter.
         full_finetune: the Swin itself is trained.
         task_agnostic: every task sees the same encoder features (one encoder pass per batch).
         shared_adapters: one adapter set shared by all tasks (VL-Adapter).
@@ -65,6 +66,8 @@ _ROWS = [
     MethodSpec("hyperformer", "Hyperformer", "hyper", PaperFigures(72.77, 71.43, 60.73, 65.54, 17.77, 2.64)),
     MethodSpec("polyhistor", "Polyhistor", "hyper", PaperFigures(8.96, 70.87, 59.54, 65.47, 17.47, 2.34)),
     MethodSpec("polyhistor_lite", "Polyhistor-Lite", "hyper", PaperFigures(None)),
+    # beyond the paper: no published table has this row (no paper figures)
+    MethodSpec("conv_adapter", "Conv-Adapter (conv. parallel)", "conv_adapter", PaperFigures(None)),
 ]
 
 #: name -> spec, in the paper's row order

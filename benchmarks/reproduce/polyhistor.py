@@ -33,7 +33,7 @@ from polyhistor.module import LOWER_IS_BETTER, MAIN_METRIC
 #: relative cost of a row (one step of the tiny preset, measured on 2 CPU cores), for the ETA
 COST = {"single_task": 0.35, "decoders_only": 0.4, "mtl_full_ft": 0.6, "vl_adapter": 0.5, "adapter": 1.0,
         "bitfit": 0.9, "vpt_shallow": 1.0, "vpt_deep": 1.3, "compacter": 1.1, "compacter_pp": 1.0, "lora": 0.9,
-        "hyperformer": 1.2, "polyhistor": 1.2, "polyhistor_lite": 1.2}
+        "hyperformer": 1.2, "polyhistor": 1.2, "polyhistor_lite": 1.2, "conv_adapter": 1.2}
 COLUMNS = [("semseg", "SemSeg mIoU ↑"), ("human_parts", "Parts mIoU ↑"), ("sal", "Sal mIoU ↑"),
            ("normals", "Normals mean° ↓")]
 

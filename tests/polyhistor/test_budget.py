@@ -6,6 +6,7 @@ import pytest
 
 from benchmarks.params import available_papers, main
 from polyhistor.decoder import segformer_head_parameters
+from polyhistor.methods import METHODS
 from polyhistor.network import PASCAL_OUTPUTS
 
 EXPLAINED = {"MTL - decoders only", "Hyperformer"}  # polyhistor/README.md, "Parameter budgets"
@@ -18,11 +19,13 @@ def test_paper_scale_budget_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Polyhistor-Lite" in printed and "ratio" in printed
     rows = {r["method"]: r for r in csv.DictReader(out.open())}
-    assert len(rows) == 14
+    assert set(rows) == {spec.label for spec in METHODS.values()}  # one line per table row
     for method, r in rows.items():
         if r["paper_m"] and method not in EXPLAINED:
             assert abs(float(r["ratio"]) - 1) <= 0.05, (method, r["ours_m"], r["paper_m"])
     decoders = sum(segformer_head_parameters([96, 192, 384, 768], k, 256) for k in PASCAL_OUTPUTS.values())
+    conv_adapters = int(rows["Conv-Adapter (conv. parallel)"]["ours"]) - decoders
+    assert conv_adapters == 4 * 495_336  # tests/polyhistor/test_conv_adapter_row.py computes it by hand
     assert int(rows["MTL - decoders only"]["ours"]) == decoders
     assert int(rows["MTL - full fine-tuning"]["ours"]) == SWIN_T_NO_HEAD + decoders
     assert int(rows["Single-task full fine-tuning"]["ours"]) == 4 * SWIN_T_NO_HEAD + decoders

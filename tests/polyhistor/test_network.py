@@ -37,6 +37,8 @@ EXPECTED = {
     "hyperformer": [r"encoder\.peft\.hypernet\.(projector|generators)\..*"],
     "polyhistor": [r"encoder\.peft\.hypernet\.(projector|generators)\..*"],
     "polyhistor_lite": [r"encoder\.peft\.hypernet\.(projector|down|up|b_down|b_up|scale_\w+)\..*"],
+    "conv_adapter": [r"encoder\.peft\.conv_adapters\.s\d_b\d_attn_grid\.per_task\.\w+\."
+                     r"(conv[12]\.(weight|bias)|alpha)$"],
 }
 IDENTITY_AT_INIT = ["adapter", "vl_adapter", "compacter", "compacter_pp", "lora", "bitfit", "hyperformer",
                     "polyhistor", "polyhistor_lite"]
@@ -125,7 +127,8 @@ def test_encoder_passes_per_row():
         assert {t: o.shape for t, o in out.items()} == {t: (1, c, 32, 32) for t, c in PASCAL_OUTPUTS.items()}
 
 
-STACKED = {"adapter": None, "lora": None, "hyperformer": None, "polyhistor": None, "polyhistor_lite": None,
+STACKED = {"adapter": None, "conv_adapter": None, "lora": None, "hyperformer": None, "polyhistor": None,
+           "polyhistor_lite": None,
            "compacter": PeftConfig(compacter_tune_norms=False), "compacter_pp": PeftConfig(compacter_tune_norms=False)}
 
 
