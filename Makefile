@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install lock test test-fast lint mlflow-ui reproduce-polyhistor reproduce-st-adapter reproduce-conv-adapter reproduce-vificlip pretrain clean
+.PHONY: help install lock test test-fast lint mlflow-ui reproduce-polyhistor reproduce-st-adapter reproduce-conv-adapter reproduce-vificlip reproduce-maskclip pretrain clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ reproduce-conv-adapter: install ## Conv-Adapter's VTAB-like + few-shot rows (PRE
 
 reproduce-vificlip: install ## ViFi-CLIP's K400 rows: zero-shot, image/text-FT, ViFi-CLIP, bridge-and-prompt (PRESET=tiny|smoke|paper, DATA=path/to/kinetics400)
 	$(PY) -m benchmarks.reproduce vificlip --preset $(PRESET) $(if $(DATA),--data $(DATA),)
+
+reproduce-maskclip: install ## MaskCLIP's rows: trivial, crop-and-classify, no-RMA, MaskCLIP; PQ/SQ/RQ, novel PQ, mIoU (PRESET=tiny|smoke|paper, DATA=path/to/coco)
+	$(PY) -m benchmarks.reproduce maskclip --preset $(PRESET) $(if $(DATA),--data $(DATA),)
 
 clean: ## remove caches (keeps .venv, outputs/ and the MLflow store)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__
