@@ -66,3 +66,43 @@ def test_class_list_checks() -> None:
         with contextlib.redirect_stderr(err):
             main(["x.png", "--classes", " , "])
     assert "--classes names no class" in err.getvalue()
+
+
+def test_segment_with_a_checkpoint_predicts_as_the_trained_module(tmp_path: Path, capsys) -> None:
+    """A checkpoint written by a fit (one step, random-init tiny model) segments exactly as the module it saved."""
+    import lightning.pytorch as pl
+    import torch
+
+    from common.data.coco_panoptic import COCOPanopticDataModule
+    from common.data.synth.coco_panoptic import write_coco_panoptic
+    from maskclip.module import MaskCLIPModule
+    from maskclip.segment import load_segmenter
+
+    root = tmp_path / "coco"
+    write_coco_panoptic(root, num_train=4, num_val=2, size=64, progress=False)
+    dm = COCOPanopticDataModule(str(root), synth_if_missing=False, train_classes="base", batch_size=2)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    m = MaskCLIPModule(dm.info, clip_pretrained=None, proposals=None, rma_blocks=[1, 3], num_points=64,
+                       lr=1e-2, warmup_steps=0, object_threshold=0.0, overlap_threshold=0.0)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(m, datamodule=dm)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    assert main([str(tmp_path / "x.png"), "--classes", CLASSES, "--ckpt", str(ckpt), "--out", str(tmp_path / "o")]) == 0
+    loaded = load_segmenter(CLASSES.split(","), ckpt=str(ckpt))
+    trained = {k: v for k, v in m.state_dict().items() if ".rma." in k}
+    assert trained and all(torch.equal(loaded.state_dict()[k], v) for k, v in trained.items())
+    m.eval()
+    m.data_info = loaded.data_info  # the user's classes
+    m._names_for = None
+    x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
+    want = m.predict_panoptic(x, [(64, 64)], [(64, 64)])[0]
+    doc = json.loads((tmp_path / "o" / "x_segments.json").read_text())
+    assert [(s["id"], s["category_id"]) for s in doc["segments_info"]] == \
+        [(s["id"], s["category_id"]) for s in want["segments_info"]]
+    ids = rgb2id(np.asarray(Image.open(tmp_path / "o" / "x_panoptic.png").convert("RGB")))
+    assert np.array_equal(ids, want["panoptic"].numpy())
