@@ -139,10 +139,15 @@ class ViFiCLIP(nn.Module):
             return self.prompts.encode_frames(self.clip.visual, video, grad_checkpointing=ckpt)
         return clip_vit.forward(self.clip.visual, video, grad_checkpointing=ckpt)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """``(B, T, 3, H, W)`` -> ``(B, C)`` logits (fp32)."""
+    def forward(self, video: torch.Tensor, class_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, 3, H, W)`` -> ``(B, C)`` logits (fp32). ``class_embeddings``: ``(C, E)`` normalised embeddings
+        computed earlier by ``text_head`` (one text pass shared by the micro-batches of an optimiser step); default:
+        computed now."""
         frames = self.encode_frames(video)
-        emb, scale = self.text_head()
+        if class_embeddings is None:
+            emb, scale = self.text_head()
+        else:
+            emb, scale = class_embeddings, self.text_head.logit_scale()
         return temporal_mean_logits(frames.float(), int(video.shape[1]), emb.float(), scale.float())
 
     # -- accounting ------------------------------------------------------------------------------------------------

@@ -20,6 +20,14 @@ The class names come from the data at every stage (``data_info["class_names"]``,
 :class:`common.module.CVModule` when a stage starts), so ``validate`` / ``test`` with another dataset's datamodule
 (or the novel classes of a base-to-novel split) classify into that dataset's classes with no other switch.
 Evaluation batches ``(B, V, T, 3, S, S)`` have their softmax averaged over the V views (``ClassificationModule``).
+
+Gradient accumulation (``trainer.accumulate_grad_batches`` A > 1) with a training text tower: the class embeddings
+are the same for every micro-batch of an optimiser step, so they are computed once, at its first micro-batch
+(``text_once_per_step``, default on). The first A - 1 micro-batches score against a detached copy whose gradient
+accumulates; the last scores against the embeddings with their graph and adds a zero-valued term whose gradient is
+that accumulated gradient, so one backward pass through the text tower carries the whole step's gradient (exact:
+the text tower has no dropout; under AMP the copy's gradient is already loss-scaled and the term is divided by the
+scale; the last micro-batch's backward reaches every trainable tensor, as DDP's gradient sync expects).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ class ViFiCLIPModule(ClassificationModule):
         grad_checkpointing: recompute blocks in the backward pass.
         short_text_context: the text pass on the shortest context holding the longest prompt instead of 77 tokens
             (same class embeddings; several times cheaper for short prompts).
+        text_once_per_step: under gradient accumulation, one text pass per optimiser step instead of one per
+            micro-batch (same gradients; see the module docstring).
         lr, weight_decay, warmup_epochs, min_lr_ratio, betas, eps: the optimiser and schedule (official values).
         mixup_alpha, cutmix_alpha, mixup_switch_prob: batch blending (0 and 0: off).
         label_smoothing: in the soft targets (or in the plain cross-entropy when blending is off).
@@ -81,6 +91,7 @@ class ViFiCLIPModule(ClassificationModule):
         train_token_embedding: bool = False,
         grad_checkpointing: bool = False,
         short_text_context: bool = True,
+        text_once_per_step: bool = True,
         lr: float = 2.2e-5,
         weight_decay: float = 0.001,
         warmup_epochs: float = 5.0,
@@ -110,6 +121,10 @@ class ViFiCLIPModule(ClassificationModule):
                                     init_from, train_token_embedding, grad_checkpointing, short_text_context)
         self.mixup = VideoMixup(self.num_classes, mixup_alpha, cutmix_alpha, mixup_switch_prob, label_smoothing)
         self.model.train()  # load_clip hands the CLIP over in eval mode; Lightning keeps a module's mode
+        #: the class embeddings of the optimiser step in progress (graph, detached copy) and the text passes run
+        self._step_text: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._use_text: torch.Tensor | None = None
+        self.text_passes = 0
 
     # -- classes -----------------------------------------------------------------------------------------------------
     def class_names_from_data(self) -> list[str]:
@@ -130,18 +145,59 @@ class ViFiCLIPModule(ClassificationModule):
     # -- model -------------------------------------------------------------------------------------------------------
     def forward_logits(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, S, S)`` -> ``(B, classes)`` scaled cosine logits."""
+        if self._use_text is not None and self.training:
+            return self.model(video, self._use_text)
+        if self.training and not self.model.text_head.text_tower_frozen():
+            self.text_passes += 1
         return self.model(video)
+
+    def _accumulation(self) -> int:
+        """The micro-batches of an optimiser step when the text pass is shared by them, else 1."""
+        trainer = self._trainer
+        if (not self.hparams.text_once_per_step or trainer is None or not self.training
+                or self.model.text_head.text_tower_frozen()):
+            return 1
+        return int(trainer.accumulate_grad_batches)
+
+    def on_train_epoch_start(self) -> None:
+        self._step_text, self._use_text = None, None
 
     # -- training ----------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        """Blend the batch (Mixup / CutMix, soft label-smoothed targets) and train on it."""
+        """Blend the batch (Mixup / CutMix, soft label-smoothed targets) and train on it (class embeddings once per
+        optimiser step under gradient accumulation, see the module docstring)."""
         video, label = batch[self.input_key], batch["label"]
         if self.mixup.enabled and video.shape[0] > 0:
             if self.model.text_head.num_classes != self.mixup.num_classes:
                 self.mixup.num_classes = self.model.text_head.num_classes
             video, target = self.mixup(video, label)
             batch = {**batch, self.input_key: video, "label": target}
-        return super().training_step(batch, batch_idx)
+        accumulate = self._accumulation()
+        if accumulate == 1:
+            return super().training_step(batch, batch_idx)
+        if self._step_text is None:  # the first micro-batch of the step: the one text pass
+            emb = self.model.text_head.class_embeddings()
+            self.text_passes += 1
+            self._step_text = (emb, emb.detach().requires_grad_(True))
+        graph, copy = self._step_text
+        last = not self.trainer.fit_loop._should_accumulate()
+        self._use_text = graph if last else copy
+        try:
+            loss = super().training_step(batch, batch_idx)
+        finally:
+            self._use_text = None
+        if not last:
+            return loss
+        self._step_text = None
+        if copy.grad is None:  # the step had one micro-batch
+            return loss
+        # the earlier micro-batches' gradient of the embeddings, through the one graph: value 0, gradient
+        # copy.grad once Lightning has divided by A and the AMP scaler multiplied by its scale
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        term = (graph * copy.grad.to(graph.dtype)).sum()
+        term = (term - term.detach()) * (accumulate / scale)
+        return term if loss is None else loss + term
 
     def classification_loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Soft-target cross-entropy for blended batches, else cross-entropy with label smoothing."""

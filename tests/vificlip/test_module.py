@@ -105,3 +105,38 @@ def test_multi_view_softmax_is_averaged() -> None:
         probs = m(views)
         per_view = torch.stack([m.forward_logits(views[:, v]).softmax(-1) for v in range(3)], 1).mean(1)
     torch.testing.assert_close(probs, per_view, atol=1e-5, rtol=1e-5)
+
+
+class GradsAtStep(pl.Callback):
+    """The gradients the optimiser sees at each step (after accumulation)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.steps.append({n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None})
+
+
+@pytest.mark.parametrize("method", ["vificlip", "text_ft"])
+def test_class_embeddings_computed_once_per_optimiser_step_under_accumulation(random_video_dm, method) -> None:
+    """3 micro-batches per optimiser step, 2 steps: one text pass per step instead of one per micro-batch, and the
+    same accumulated gradients of every tensor as the per-micro-batch text pass."""
+    names = ["red circle", "blue square", "green triangle"]
+    runs = {}
+    for once in (True, False):
+        pl.seed_everything(0)
+        m = module(names, method=method, text_once_per_step=once, mixup_alpha=0.0, cutmix_alpha=0.0)
+        grads = GradsAtStep()
+        t = trainer(accumulate_grad_batches=3, limit_val_batches=0, callbacks=[grads])
+        t.fit(m, datamodule=make_dm(random_video_dm, names, num_train=12, batch_size=2))  # 6 micro-batches
+        assert t.global_step == 2 and len(grads.steps) == 2
+        runs[once] = (m.text_passes, grads.steps)
+    assert runs[True][0] == 2 and runs[False][0] == 6
+    trained = {n for n, p in m.named_parameters() if p.requires_grad}
+    text = {n for n in trained if n.startswith("model.clip.transformer.")}
+    for once_step, ref_step in zip(runs[True][1], runs[False][1]):
+        assert set(once_step) == set(ref_step) == trained and text
+        assert all(ref_step[n].abs().sum() > 0 for n in text)  # the text tower receives a gradient
+        for n, g in ref_step.items():
+            # float32 summation order only: within 1e-5 of the tensor's largest gradient
+            torch.testing.assert_close(once_step[n], g, rtol=0, atol=1e-5 * float(g.abs().max()) + 1e-8, msg=n)
