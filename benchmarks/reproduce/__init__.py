@@ -42,7 +42,7 @@ from common.errors import DataCheckError
 from common.paths import outputs_dir, project_root
 
 __all__ = ["DataCheckError", "Plan", "Row", "RowResult", "check_datamodules", "config_hash", "finish_parent",
-           "run_plan", "save_table", "state_dir"]
+           "mean_std", "run_plan", "save_table", "state_dir"]
 
 #: environment variables the CLI uses to pass a run's identity to DDP children; cleared between in-process rows
 _CLI_ENV = ("CVINW_RUN_NAME", "CVINW_MLFLOW_RUN_ID")
@@ -66,6 +66,9 @@ class Row:
     overrides: list[str] = field(default_factory=list)
     cost: float = 1.0
     command: str = "fit"  # the CLI subcommand (``validate`` for a row that trains nothing, e.g. zero-shot CLIP)
+    #: key of an earlier ``fit`` row whose last checkpoint this row evaluates (``--ckpt_path``): e.g. a model trained
+    #: on the base classes validated on the novel ones. It runs after that row, and again whenever that row did.
+    checkpoint_of: str | None = None
 
 
 @dataclass
@@ -98,6 +101,7 @@ class RowResult:
     reused: bool = False
     error: str | None = None
     run_name: str | None = None
+    checkpoint: str | None = None  # the fit's last checkpoint (what a ``checkpoint_of`` row evaluates)
 
 
 def state_dir(paper: str, preset: str) -> Path:
@@ -110,13 +114,26 @@ def _resolve(path: str) -> Path:
     return p if p.is_absolute() else project_root() / p
 
 
-def config_hash(row: Row) -> str:
-    """Digest of what defines a row's run: its config file's text and the overrides."""
+def config_hash(row: Row, checkpoint: str | None = None) -> str:
+    """Digest of what defines a row's run: its config file's text and the overrides (and, for a ``checkpoint_of``
+    row, the checkpoint it evaluates)."""
     h = hashlib.sha256()
     h.update(_resolve(row.config).read_bytes())
     for o in row.overrides:
         h.update(b"\0" + o.encode())
+    if checkpoint:
+        h.update(b"\0ckpt\0" + checkpoint.encode())
     return h.hexdigest()[:16]
+
+
+def _check_order(rows: list[Row]) -> None:
+    """Every ``checkpoint_of`` names an earlier ``fit`` row."""
+    seen: dict[str, Row] = {}
+    for row in rows:
+        dep = seen.get(row.checkpoint_of) if row.checkpoint_of else None
+        if row.checkpoint_of and (dep is None or dep.command != "fit"):
+            raise ValueError(f"row {row.key}: checkpoint_of={row.checkpoint_of!r} must name an earlier fit row")
+        seen[row.key] = row
 
 
 def _fmt_seconds(s: float) -> str:
@@ -157,10 +174,13 @@ def row_setting(row: Row) -> str:
     return tracking.config_setting([_resolve(row.config)])
 
 
-def _cli_args(plan: Plan, row: Row, parent: str) -> list[str]:
-    """The row's command after ``python -m <paper>``: its config, overrides and the parent run; what a user would
-    type (the run's name comes from the environment, the setting and preset from the config path)."""
+def _cli_args(plan: Plan, row: Row, parent: str, checkpoint: str | None = None) -> list[str]:
+    """The row's command after ``python -m <paper>``: its config, overrides (``--ckpt_path`` for a ``checkpoint_of``
+    row) and the parent run; what a user would type (the run's name comes from the environment, the setting and
+    preset from the config path)."""
     args = [row.command, "--config", str(_resolve(row.config)), *row.overrides, "--run.parent_run_id", parent]
+    if checkpoint:
+        args += ["--ckpt_path", checkpoint]
     if plan.experiment != plan.cli_module:
         args += ["--run.experiment", plan.experiment]
     if tracking.setting_preset(row_setting(row)) != plan.preset:
@@ -218,18 +238,18 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file
 
 
 def _train_row(plan: Plan, row: Row, h: str, parent: str, sdir: Path, isolate: bool, parallel: bool,
-               threads: int | None) -> RowResult:
+               threads: int | None, checkpoint: str | None = None) -> RowResult:
     run_name = tracking.new_run_name(row_setting(row), outputs_dir() / plan.experiment)
     t0 = time.time()
     try:
-        data, cpu = _run_cli(plan, _cli_args(plan, row, parent), isolate,
+        data, cpu = _run_cli(plan, _cli_args(plan, row, parent, checkpoint), isolate,
                              sdir / f"{row.key}.summary.json", sdir / f"{row.key}.log" if parallel else None,
                              threads, run_name)
         if not data:
             raise RuntimeError("the CLI returned no summary")
         res = RowResult(row.key, "finished", h, {k: float(v) for k, v in data.get("metrics", {}).items()},
                         (data.get("params") or {}).get("trainable"), data.get("mlflow_run_id"), time.time() - t0,
-                        cpu, run_name=data.get("run_name") or run_name)
+                        cpu, run_name=data.get("run_name") or run_name, checkpoint=data.get("last_model_path"))
     except Exception as err:  # one failing row must not stop the table
         res = RowResult(row.key, "failed", h, seconds=time.time() - t0, run_name=run_name,
                         error="".join(traceback.format_exception_only(type(err), err)).strip())
@@ -252,11 +272,15 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
 
     from common import tracking
 
+    _check_order(plan.rows)
     sdir = state_dir(plan.paper, plan.preset)
     todo: list[tuple[Row, str]] = []
     results: dict[str, RowResult] = {}
     for row in plan.rows:
-        h = config_hash(row)
+        if row.checkpoint_of and row.checkpoint_of not in results:  # its model trains now: so does it
+            todo.append((row, ""))
+            continue
+        h = config_hash(row, results[row.checkpoint_of].checkpoint if row.checkpoint_of else None)
         prev = _load_state(sdir / f"{row.key}.json")
         if not force and prev is not None and prev.status == "finished" and prev.config_hash == h:
             prev.reused = True
@@ -284,6 +308,19 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
             return f"elapsed {_fmt_seconds(elapsed)}, ETA after the first row"
         return f"elapsed {_fmt_seconds(elapsed)}, ETA {_fmt_seconds(elapsed / done_cost * (total_cost - done_cost))}"
 
+    def start_row(row: Row, h: str, isolate_: bool, parallel_: bool, threads_: int | None) -> RowResult:
+        """Run a row, giving a ``checkpoint_of`` row its model's checkpoint (a failed model: the row fails)."""
+        if not row.checkpoint_of:
+            return _train_row(plan, row, h, parent, sdir, isolate_, parallel_, threads_)
+        dep = results.get(row.checkpoint_of)
+        ckpt = dep.checkpoint if dep is not None and dep.status == "finished" else None
+        if not ckpt or not Path(ckpt).is_file():
+            why = f"row {row.checkpoint_of} has no checkpoint" + (f" ({ckpt} is gone)" if ckpt else "")
+            res = RowResult(row.key, "failed", h, error=f"nothing to evaluate: {why}")
+            (sdir / f"{row.key}.json").write_text(json.dumps(asdict(res), indent=2, sort_keys=True))
+            return res
+        return _train_row(plan, row, config_hash(row, ckpt), parent, sdir, isolate_, parallel_, threads_, ckpt)
+
     def finished(row: Row, res: RowResult) -> None:
         nonlocal done_cost
         results[row.key] = res
@@ -297,16 +334,23 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
     if not parallel:  # in the main thread: Lightning installs signal handlers
         for i, (row, h) in queue:
             log(f"\n[reproduce] row {i}/{len(todo)}: {row.label} ({row.key}) -- {eta()}")
-            finished(row, _train_row(plan, row, h, parent, sdir, isolate, False, threads))
+            finished(row, start_row(row, h, isolate, False, threads))
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             pending: dict = {}
             while queue or pending:
-                while queue and len(pending) < jobs:
-                    i, (row, h) = queue.pop(0)
+                running = {r.key for r in pending.values()} | {r.key for _, (r, _) in queue}
+                while len(pending) < jobs:
+                    # the first queued row whose model (checkpoint_of) is not still queued or training
+                    ready = [q for q in queue if q[1][0].checkpoint_of not in running]
+                    if not ready:
+                        break
+                    queue.remove(ready[0])
+                    i, (row, h) = ready[0]
+                    running = {r.key for r in pending.values()} | {r.key for _, (r, _) in queue} | {row.key}
                     log(f"\n[reproduce] row {i}/{len(todo)}: {row.label} ({row.key}) -- {eta()}; output in "
                         f"{sdir / (row.key + '.log')}")
-                    pending[pool.submit(_train_row, plan, row, h, parent, sdir, True, True, threads or 1)] = row
+                    pending[pool.submit(start_row, row, h, True, True, threads or 1)] = row
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in done:
                     finished(pending.pop(fut), fut.result())
@@ -384,6 +428,19 @@ def rows_to_csv(rows: list[dict[str, Any]], fields: list[str], digits: int = 4) 
         w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.{digits}f}" if isinstance(r[k], float) else r[k]))
                     for k in fields})
     return buf.getvalue()
+
+
+def mean_std(values: list[float], count: bool = False) -> str:
+    """A table cell over seeds: ``-`` (none), ``v`` (one), else ``mean ± sample std`` (``(n)`` after it with
+    ``count``), one decimal."""
+    import statistics
+
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    cell = f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    return cell + (f" ({len(values)})" if count else "")
 
 
 def save_table(plan: Plan, md: str, csv_text: str, results_dir: Path | None = None) -> list[Path]:

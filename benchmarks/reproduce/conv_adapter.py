@@ -35,6 +35,7 @@ from benchmarks.reproduce import (
     Row,
     RowResult,
     check_datamodules,
+    mean_std,
     rows_to_csv,
     save_table,
 )
@@ -250,14 +251,6 @@ def long_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]]
     return out
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
 def markdown(plan: Plan, lines_: list[dict[str, Any]], header: str) -> str:
     cols: list[str] = []
     for r in lines_:
@@ -278,7 +271,7 @@ def markdown(plan: Plan, lines_: list[dict[str, Any]], header: str) -> str:
         for c in cols:
             vals = [r["top1"] for r in rs if r["top1"] is not None
                     and r["task"] + (f" {r['shots']}-shot" if r["shots"] else "") == c]
-            cells.append(_cell(vals))
+            cells.append(mean_std(vals))
             if c in vtab_cols and vals:
                 means.append(statistics.mean(vals))
         trainable = max((r["trainable"] or 0) for r in rs)

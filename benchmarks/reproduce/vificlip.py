@@ -1,23 +1,31 @@
-"""ViFi-CLIP's K400 rows: vanilla zero-shot CLIP, image-FT, text-FT and ViFi-CLIP (all classes), and the
-bridge-and-prompt stage on the base classes, each with the paper's figure beside it.
+"""ViFi-CLIP's tables: fully supervised, base-to-novel (base / novel / HM) and cross-dataset zero-shot, with the
+paper's figures beside ours and a chance row in each.
 
-Rows are the configs ``vificlip/configs/<preset>/k400/`` (:mod:`vificlip.configs.generate`); one row = one CLI run =
-one MLflow child run. The vanilla zero-shot rows train nothing and run ``validate`` (on all classes, and with
-``class_split`` base / novel: the zero-shot base / novel / harmonic mean); the others run ``fit`` and report the
-validation top-1 after the last epoch.
+Rows are CLI runs of the configs ``vificlip/configs/<preset>/k400/`` (:mod:`vificlip.configs.generate`); one row = one
+MLflow child run. Every trained method (image-FT, text-FT, ViFi-CLIP) is
 
-Setting: the configs provide the fully supervised K400 setting (image-FT / text-FT / ViFi-CLIP train and validate
-on all classes) and bridge-and-prompt trained and validated on the base half of the classes; no config evaluates a
-trained model on the novel classes yet, so the base-to-novel table exists for the zero-shot rows only (the header
-says so).
+* fitted on all classes of the Kinetics-400 stand-in (the fully supervised top-1, validated after the last epoch),
+  and that last checkpoint validated on the **held-out class set** (``<method>_heldout``: cross-dataset zero-shot,
+  the paper's K400 -> HMDB-51 / UCF-101);
+* fitted on the **base** half of the classes (``<method>_b2n``, ``--data.init_args.class_split=base``: its base
+  top-1) and that last checkpoint validated with the **novel** class names on the novel half
+  (``<method>_b2n_novel``): base / novel / harmonic mean. Bridge-and-prompt (``prompting_b2n``) the same way.
+
+A validation of a trained model is a ``validate`` row with ``checkpoint_of`` (:class:`benchmarks.reproduce.Row`): it
+runs after its fit and again whenever that fit ran again. Vanilla zero-shot CLIP trains nothing: ``validate`` on all
+classes, the base and novel halves and the held-out set. The trained rows run once per seed (``SEEDS``: 3 at
+``tiny``; the first seed of every row before the second), the table shows mean ± std.
 
 Data:
 
-* ``tiny``: the ShapesWorld Kinetics-400 stand-in (``outputs/data/kinetics400``, written on first use) and the
-  ShapesWorld-pretrained ``shapes-clip-tiny``;
-* ``smoke``: a very small ShapesWorld Kinetics-400 (``outputs/data/kinetics400-smoke``, 2 videos a class), random-init
-  tiny CLIP, two training batches a row: a pipeline check, not a result;
-* ``paper`` (``DATA=`` required): the Kinetics-400 root (``path label`` lists + class CSV), ViT-B/16 from OpenAI.
+* ``tiny``: the ShapesWorld Kinetics-400 stand-in (``outputs/data/kinetics400``: 12 classes, red / green / blue x
+  circle / square / star / triangle) and the held-out class set (``outputs/data/kinetics400-heldout``: yellow /
+  orange / purple x hexagon / diamond / cross / ring, same layout), both written on first use; ``shapes-clip-tiny``;
+* ``smoke``: both very small (2 training videos a class), random-init tiny CLIP, two training batches a row: a pipeline
+  check, not a result;
+* ``paper`` (``DATA=`` required): the Kinetics-400 root (``path label`` lists + class CSV), ViT-B/16 from OpenAI; the
+  rows of the fully supervised table and bridge-and-prompt's base fit (the novel / HMDB-51 / UCF-101 evaluations read
+  other datasets' roots: ``test`` of the checkpoint with their configs, vificlip/README.md).
 """
 
 from __future__ import annotations
@@ -35,28 +43,36 @@ from benchmarks.reproduce import (
     Row,
     RowResult,
     check_datamodules,
+    mean_std,
     rows_to_csv,
     save_table,
 )
 from common.paths import data_dir, project_root
 
-#: method key -> (label, config file stem suffix, CLI command, class split of the evaluation, paper top-1 K400)
-METHODS: dict[str, tuple[str, str, str, str, float | None]] = {
-    "zero_shot": ("Vanilla zero-shot CLIP", "zero-shot", "validate", "all", None),
-    "zero_shot_base": ("Vanilla zero-shot CLIP", "zero-shot", "validate", "base", None),
-    "zero_shot_novel": ("Vanilla zero-shot CLIP", "zero-shot", "validate", "novel", None),
-    "image_ft": ("Image-FT (vision tower fine-tuned)", "image-ft", "fit", "all", 82.8),
-    "text_ft": ("Text-FT (text tower fine-tuned)", "text-ft", "fit", "all", 73.1),
-    "vificlip": ("ViFi-CLIP (both towers fine-tuned)", "vificlip", "fit", "all", 83.9),
-    "b2n_prompting": ("Bridge-and-prompt (deep V+L prompts)", "b2n-prompting", "fit", "base", None),
+#: method -> (label, config file stem suffix, paper top-1 K400 fully supervised)
+METHODS: dict[str, tuple[str, str, float | None]] = {
+    "zero_shot": ("Vanilla zero-shot CLIP", "zero-shot", None),
+    "image_ft": ("Image-FT (vision tower fine-tuned)", "image-ft", 82.8),
+    "text_ft": ("Text-FT (text tower fine-tuned)", "text-ft", 73.1),
+    "vificlip": ("ViFi-CLIP (both towers fine-tuned)", "vificlip", 83.9),
+    "prompting": ("Bridge-and-prompt (deep V+L prompts)", "b2n-prompting", None),
 }
-#: the paper's base-to-novel K400 figures (vificlip/README.md, 'Paper figures'): ViFi-CLIP base / novel / HM
-PAPER_B2N_VIFICLIP = (76.4, 61.1, 67.9)
+#: the methods that train, in table order
+TRAINED = ("image_ft", "text_ft", "vificlip")
+#: the paper's base-to-novel K400 figures (vificlip/README.md, 'Paper figures'): base / novel / HM
+PAPER_B2N = {"vificlip": (76.4, 61.1, 67.9)}
+#: the paper's cross-dataset zero-shot after K400 training (HMDB-51, UCF-101), ViFi-CLIP
+PAPER_XDATA = {"vificlip": "51.3 / 76.8"}
 COST = {"validate": 0.2, "fit": 1.0}
+#: training seeds of every trained row (``seed_everything``; the first is the config's)
+SEEDS = {"smoke": (42,), "tiny": (42, 43, 44), "paper": (42,)}
 DATA_HELP = ("give it as DATA=/path/to/kinetics400 (make reproduce-vificlip PRESET=paper DATA=...; python -m "
              "benchmarks.reproduce vificlip --data ...); layout: Kinetics-400 as `path label` lists (train.txt, "
              "val.txt) and an `id,name` class CSV at the root (vificlip/README.md, How to run)")
 SMOKE_WRITER = {"num_per_class": 2, "val_per_class": 1, "frames": 8, "size": 32}
+#: the held-out ShapesWorld class set (cross-dataset zero-shot): colours and shapes the K400 stand-in never shows
+HELDOUT_WRITER = {"colours": ("yellow", "orange", "purple"), "shapes": ("hexagon", "diamond", "cross", "ring"),
+                  "seed": 1}
 
 
 def _config(preset: str, suffix: str) -> Path | None:
@@ -70,7 +86,37 @@ def _root(preset: str, data: str | None) -> Path | None:
     return data_dir() / "kinetics400-smoke" if preset == "smoke" else None
 
 
+def heldout_root(preset: str) -> Path:
+    """The ShapesWorld held-out class set of a preset (K400 layout, classes disjoint from the K400 stand-in's)."""
+    return data_dir() / ("kinetics400-heldout-smoke" if preset == "smoke" else "kinetics400-heldout")
+
+
+def _key(base: str, seed: int, seeds: tuple[int, ...]) -> str:
+    return base if seed == seeds[0] else f"{base}_s{seed}"
+
+
+def row_meta(key: str) -> dict[str, Any]:
+    """What a row key means: ``method``, ``setting`` (``full`` = trained on all K400 classes, ``b2n`` = trained on
+    the base half), ``eval`` (``all`` / ``base`` / ``novel`` / ``heldout``) and ``seed`` (None: the first)."""
+    parts = key.split("_")
+    seed = None
+    if parts[-1].startswith("s") and parts[-1][1:].isdigit():
+        seed = int(parts.pop()[1:])
+    if parts[0] in ("zero", "image", "text"):
+        method, rest = "_".join(parts[:2]), parts[2:]
+    else:
+        method, rest = parts[0], parts[1:]
+    if method == "zero_shot":
+        ev = rest[0] if rest else "all"
+        return {"method": method, "setting": "b2n" if ev in ("base", "novel") else "full", "eval": ev, "seed": seed}
+    if rest[:1] == ["b2n"]:
+        return {"method": method, "setting": "b2n", "eval": "novel" if rest[1:] == ["novel"] else "base",
+                "seed": seed}
+    return {"method": method, "setting": "full", "eval": "heldout" if rest == ["heldout"] else "all", "seed": seed}
+
+
 def make_plan(preset: str, data: str | None = None, only: list[str] | None = None) -> Plan:
+    """The rows of a preset (see the module docstring); ``only`` keeps those keys and the fit rows they evaluate."""
     if preset == "paper" and not data:
         raise DataCheckError(f"ViFi-CLIP's paper preset needs the real Kinetics-400 and no DATA= was given; "
                              f"{DATA_HELP}")
@@ -80,28 +126,62 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     if data and not Path(data).expanduser().is_dir():
         raise DataCheckError(f"DATA={data}: {Path(data).expanduser()} does not exist; {DATA_HELP}")
     root = _root(preset, data)
-    rows = []
-    for key, (label, suffix, command, split, _) in METHODS.items():
-        cfg = _config(preset, suffix)
+    common: list[str] = []
+    if root is not None:
+        common.append(f"--data.init_args.root={root}")
+    if data:
+        common.append("--data.init_args.synth_if_missing=false")
+    if preset == "tiny":
+        common.append("--trainer.enable_progress_bar=false")
+    heldout = [f"--data.init_args.root={heldout_root(preset)}"]
+    rows: list[Row] = []
+
+    def add(key: str, method: str, command: str, label: str, extra: list[str], checkpoint_of: str | None = None,
+            base_common: bool = True) -> None:
+        cfg = _config(preset, METHODS[method][1])
         if cfg is None:
-            continue
-        overrides = []
-        if root is not None:
-            overrides.append(f"--data.init_args.root={root}")
-        if data:
-            overrides.append("--data.init_args.synth_if_missing=false")
-        if command == "validate" and split != "all":
-            overrides.append(f"--data.init_args.class_split={split}")
-        if preset == "tiny":
-            overrides.append("--trainer.enable_progress_bar=false")
-        rows.append(Row(key, f"{label} ({split} classes)", str(cfg.relative_to(project_root())), overrides,
-                        COST[command], command=command))
+            return
+        ov = [*(common if base_common else [o for o in common if not o.startswith("--data.init_args.root")]),
+              *extra]
+        rows.append(Row(key, label, str(cfg.relative_to(project_root())), ov, COST[command], command=command,
+                        checkpoint_of=checkpoint_of))
+
+    split = "--data.init_args.class_split="
+    add("zero_shot", "zero_shot", "validate", "Vanilla zero-shot CLIP (all classes)", [])
+    add("zero_shot_base", "zero_shot", "validate", "Vanilla zero-shot CLIP (base classes)", [split + "base"])
+    add("zero_shot_novel", "zero_shot", "validate", "Vanilla zero-shot CLIP (novel classes)", [split + "novel"])
+    if preset != "paper":
+        add("zero_shot_heldout", "zero_shot", "validate", "Vanilla zero-shot CLIP (held-out class set)", heldout,
+            base_common=False)
+    seeds = SEEDS[preset]
+    for seed in seeds:
+        sd = [] if seed == seeds[0] else [f"--seed_everything={seed}"]
+        tag = "" if seed == seeds[0] else f", seed {seed}"
+        for m in TRAINED:
+            key = _key(m, seed, seeds)
+            add(key, m, "fit", f"{METHODS[m][0]} (all classes{tag})", sd)
+            if preset != "paper":
+                add(_key(f"{m}_heldout", seed, seeds), m, "validate",
+                    f"{METHODS[m][0]} trained on all classes, zero-shot on the held-out set{tag}", sd + heldout, key,
+                    base_common=False)
+        for m in (*TRAINED, "prompting"):
+            if preset == "paper" and m != "prompting":
+                continue  # the paper preset's base-to-novel rows: bridge-and-prompt's base fit (see README)
+            key = _key(f"{m}_b2n", seed, seeds)
+            add(key, m, "fit", f"{METHODS[m][0]} (trained on the base classes{tag})",
+                sd + ([] if m == "prompting" else [split + "base"]))
+            if preset != "paper":
+                add(_key(f"{m}_b2n_novel", seed, seeds), m, "validate",
+                    f"{METHODS[m][0]} trained on base, validated on the novel classes{tag}", sd + [split + "novel"],
+                    key)
     if only:
         unknown = set(only) - {r.key for r in rows}
         if unknown:
             raise SystemExit(f"unknown row(s) {sorted(unknown)}; rows are {[r.key for r in rows]}")
-        rows = [r for r in rows if r.key in only]
-    plan = Plan("vificlip", preset, rows, cli_module="vificlip", experiment="vificlip", info={"data": data})
+        keep = set(only) | {r.checkpoint_of for r in rows if r.key in only and r.checkpoint_of}
+        rows = [r for r in rows if r.key in keep]
+    plan = Plan("vificlip", preset, rows, cli_module="vificlip", experiment="vificlip", info={"data": data},
+                jobs=2 if preset == "tiny" else 1)  # two 1-thread rows at once beat one 2-thread row on 2 cores
     plan.prepare = lambda: prepare(plan)
     if data:
         plan.check = lambda: check_datamodules(
@@ -110,7 +190,8 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
 
 
 def prepare(plan: Plan) -> None:
-    """Write the ShapesWorld Kinetics-400 the rows read (if missing) and build ``shapes-clip-tiny`` (if needed)."""
+    """Write the ShapesWorld Kinetics-400 and the held-out class set the rows read (if missing) and build
+    ``shapes-clip-tiny`` (if needed)."""
     need_pretrained = set()
     for row in plan.rows:
         pre = yaml.safe_load((project_root() / row.config).read_text())["model"]["init_args"].get("pretrained")
@@ -119,16 +200,15 @@ def prepare(plan: Plan) -> None:
     if not plan.info.get("data") and plan.rows:
         from common.data.synth.video_writers import write_kinetics400
 
-        if plan.preset == "smoke":
-            root = data_dir() / "kinetics400-smoke"
-            if not root.exists():
-                print(f"[reproduce] writing a small ShapesWorld Kinetics-400 to {root}")
-                write_kinetics400(root, progress=False, **SMOKE_WRITER)
-        else:
-            root = data_dir() / "kinetics400"
-            if not root.exists():
-                print(f"[reproduce] writing the ShapesWorld Kinetics-400 to {root}")
-                write_kinetics400(root)
+        small = SMOKE_WRITER if plan.preset == "smoke" else {}
+        root = data_dir() / ("kinetics400-smoke" if plan.preset == "smoke" else "kinetics400")
+        if not root.exists():
+            print(f"[reproduce] writing the ShapesWorld Kinetics-400 to {root}")
+            write_kinetics400(root, progress=False, **small)
+        held = heldout_root(plan.preset)
+        if any(row_meta(r.key)["eval"] == "heldout" for r in plan.rows) and not held.exists():
+            print(f"[reproduce] writing the ShapesWorld held-out class set to {held}")
+            write_kinetics400(held, progress=False, **{**small, **HELDOUT_WRITER})
     if need_pretrained:
         from common.models import ensure_pretrained
 
@@ -160,22 +240,25 @@ def _hm(base: float | None, novel: float | None) -> float | None:
 
 
 def table_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]]:
-    """One dict per row (CSV lines), chance lines first."""
+    """One dict per row (CSV lines), chance lines first (one per evaluated class set)."""
     out, chance = [], {}
     for row in plan.rows:
         res = results.get(row.key)
         if res is None:
             continue
-        label, _, command, split, paper = METHODS[row.key]
-        if split not in chance:
-            chance[split] = _num_classes(plan, row)
+        meta = row_meta(row.key)
+        if meta["eval"] not in chance:
+            chance[meta["eval"]] = _num_classes(plan, row)
         m = res.metrics if res.status == "finished" else {}
-        out.append({"key": row.key, "method": label, "command": command, "classes": split, "status": res.status,
+        paper = METHODS[meta["method"]][2] if meta["setting"] == "full" and meta["eval"] == "all" else None
+        out.append({"key": row.key, "method": METHODS[meta["method"]][0], "setting": meta["setting"],
+                    "classes": meta["eval"], "seed": meta["seed"] or SEEDS[plan.preset][0],
+                    "command": row.command, "model_of": row.checkpoint_of or "", "status": res.status,
                     "trainable": res.trainable_params, "top1": 100 * m["val/acc1"] if "val/acc1" in m else None,
                     "paper_top1": paper, "minutes": res.seconds / 60, "run_id": res.run_id})
-    lines = [{"key": f"chance_{split}", "method": "chance", "command": "", "classes": split, "status": "",
-              "trainable": 0, "top1": 100 / n if n else None, "paper_top1": None, "minutes": 0.0, "run_id": ""}
-             for split, n in chance.items()]
+    lines = [{"key": f"chance_{ev}", "method": "chance", "setting": "", "classes": ev, "seed": "", "command": "",
+              "model_of": "", "status": "", "trainable": 0, "top1": 100 / n if n else None, "paper_top1": None,
+              "minutes": 0.0, "run_id": ""} for ev, n in chance.items()]
     return lines + out
 
 
@@ -183,43 +266,87 @@ def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _values(lines_: list[dict[str, Any]], label: str, setting: str, ev: str) -> dict[int, float]:
+    """Top-1 by seed of the finished rows of one method / setting / class set."""
+    return {r["seed"]: r["top1"] for r in lines_ if r["method"] == label and r["setting"] == setting
+            and r["classes"] == ev and r["status"] == "finished" and r["top1"] is not None}
+
+
+def _failed(lines_: list[dict[str, Any]], label: str, setting: str) -> str:
+    n = sum(1 for r in lines_ if r["method"] == label and r["setting"] == setting and r["status"] == "failed")
+    return f" ({n} row(s) failed)" if n else ""
+
+
+def _cells(m: str, setting: str, lines_: list[dict[str, Any]]) -> list[str] | None:
+    """The cells after the method's name in one table (None: the method has no row there)."""
+    label = METHODS[m][0]
+    if setting == "b2n":
+        base, novel = _values(lines_, label, "b2n", "base"), _values(lines_, label, "b2n", "novel")
+        if not base and not novel and not _failed(lines_, label, "b2n"):
+            return None
+        hm = [h for s in base if s in novel and (h := _hm(base[s], novel[s])) is not None]
+        paper = " / ".join(f"{v:.1f}" for v in PAPER_B2N[m]) if m in PAPER_B2N else (
+            "- (K400 not reported; HMDB-51 77.1 / 54.9 / 64.1)" if m == "prompting" else "-")
+        return [mean_std(list(base.values()), True), mean_std(list(novel.values()), True), mean_std(hm, True), paper]
+    ev = "heldout" if setting == "heldout" else "all"
+    vals = _values(lines_, label, "full", ev)
+    if not vals and (ev == "heldout" or not _failed(lines_, label, "full")):
+        return None
+    if ev == "heldout":
+        return [mean_std(list(vals.values()), True), PAPER_XDATA.get(m, "-")]
+    tr = next((r["trainable"] for r in lines_ if r["method"] == label and r["trainable"] is not None), None)
+    return ["-" if tr is None else str(tr), mean_std(list(vals.values()), True), _f(METHODS[m][2])]
+
+
+#: per table: its intro and header lines
+SECTIONS: dict[str, tuple[str, list[str]]] = {
+    "full": ("Fully supervised setting (train and validate on all classes of the Kinetics-400 stand-in; K400 in the "
+             "paper):", ["| Method | Trainable | Top-1 (all classes) | Paper (ViT-B/16, K400, 16 frames) |",
+                         "|---|---:|---:|---:|"]),
+    "b2n": ("Base-to-novel setting (the datamodule's seeded base / novel halves of the classes): each trained model "
+            "is fitted on the base classes and its last checkpoint validated on the base classes and, with the novel "
+            "class names, on the novel ones; HM is the harmonic mean per seed:",
+            ["| Method | Base | Novel | HM | Paper K400 base / novel / HM |", "|---|---:|---:|---:|---|"]),
+    "heldout": ("Cross-dataset zero-shot (trained on all classes of the Kinetics-400 stand-in, validated without "
+                "training on the held-out ShapesWorld class set: colours and shapes the training set never shows; "
+                "HMDB-51 / UCF-101 in the paper, after K400 training with 32 frames):",
+                ["| Method | Top-1 (held-out classes) | Paper HMDB-51 / UCF-101 |", "|---|---:|---|"]),
+}
+
+
+def _chance_cells(setting: str, chance: dict[str, float | None]) -> list[str] | None:
+    if setting == "b2n":
+        b, n = chance.get("base"), chance.get("novel")
+        return None if b is None and n is None else [_f(b), _f(n), _f(_hm(b, n)), "-"]
+    ev = "heldout" if setting == "heldout" else "all"
+    if ev not in chance:
+        return None
+    return [_f(chance[ev]), "-"] if ev == "heldout" else ["-", _f(chance[ev]), "-"]
+
+
 def markdown(lines_: list[dict[str, Any]], header: str) -> str:
-    by_key = {r["key"]: r for r in lines_}
-    out = [header, "", "Fully supervised setting (train and validate on all classes; K400 in the paper):", "",
-           "| Method | Trainable | Top-1 (all classes) | Paper (ViT-B/16, K400, 16 frames) |", "|---|---:|---:|---:|"]
-    for r in lines_:
-        if r["classes"] != "all":
-            continue
-        name = "Chance (1 / classes)" if r["method"] == "chance" else r["method"]
-        name += " (failed)" if r["status"] == "failed" else ""
-        trainable = "-" if r["method"] == "chance" or r["trainable"] is None else str(r["trainable"])
-        out.append(f"| {name} | {trainable} | {_f(r['top1'])} | {_f(r['paper_top1'])} |")
-    zb, zn = by_key.get("zero_shot_base"), by_key.get("zero_shot_novel")
-    cb, cn = by_key.get("chance_base"), by_key.get("chance_novel")
-    bp = by_key.get("b2n_prompting")
-    if zb or zn or bp:
-        out += ["", "Base-to-novel setting (the datamodule's seeded base / novel halves of the classes). Only the "
-                "zero-shot rows are evaluated on the novel classes (no config evaluates a trained model on them "
-                "yet); bridge-and-prompt trains and validates on the base classes:", "",
-                "| Method | Base | Novel | HM | Paper K400 base / novel / HM |", "|---|---:|---:|---:|---|"]
-        if cb or cn:
-            b, n = (cb or {}).get("top1"), (cn or {}).get("top1")
-            out.append(f"| Chance (1 / classes) | {_f(b)} | {_f(n)} | {_f(_hm(b, n))} | - |")
-        if zb or zn:
-            b, n = (zb or {}).get("top1"), (zn or {}).get("top1")
-            out.append(f"| Vanilla zero-shot CLIP | {_f(b)} | {_f(n)} | {_f(_hm(b, n))} | - |")
-        if bp:
-            out.append(f"| {bp['method']}{' (failed)' if bp['status'] == 'failed' else ''} | {_f(bp['top1'])} | "
-                       "- | - | - (K400 not reported; HMDB-51 77.1 / 54.9 / 64.1) |")
-        out.append("| ViFi-CLIP (base-trained) | not run | not run | not run | "
-                   + " / ".join(f"{v:.1f}" for v in PAPER_B2N_VIFICLIP) + " |")
-    out += ["", "Paper figures: vificlip/README.md ('Paper figures', from the official repository's tables)."]
+    chance = {r["classes"]: r["top1"] for r in lines_ if r["method"] == "chance"}
+    methods = [m for m in METHODS if any(r["method"] == METHODS[m][0] for r in lines_)]
+    out = [header]
+    for setting, (intro, head) in SECTIONS.items():
+        body = []
+        chance_cells = _chance_cells(setting, chance)
+        if chance_cells is not None:
+            body.append("| Chance (1 / classes) | " + " | ".join(chance_cells) + " |")
+        for m in methods:
+            cells = _cells(m, setting, lines_)
+            if cells is not None:
+                body.append(f"| {METHODS[m][0]}{_failed(lines_, METHODS[m][0], 'b2n' if setting == 'b2n' else 'full')}"
+                            " | " + " | ".join(cells) + " |")
+        if len(body) > (chance_cells is not None):  # a table with a method in it
+            out += ["", intro, "", *head, *body]
+    out += ["", "Cells with several seeds: mean ± sample std (seeds). Paper figures: vificlip/README.md ('Paper "
+            "figures', from the official repository's tables)."]
     return "\n".join(out)
 
 
-CSV_FIELDS = ["key", "method", "command", "classes", "status", "trainable", "top1", "paper_top1", "minutes", "run_id"]
-
-
+CSV_FIELDS = ["key", "method", "setting", "classes", "seed", "command", "model_of", "status", "trainable", "top1",
+              "paper_top1", "minutes", "run_id"]
 
 
 def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
@@ -232,8 +359,9 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
     for r in lines_:
         if r["top1"] is not None and r["method"] != "chance":
             client.log_metric(parent, f"table/{r['key']}/top1", float(r["top1"]))
-    data = plan.info.get("data") or {"smoke": "a small ShapesWorld Kinetics-400 stand-in (2 videos a class), generated",
-                                     "tiny": "the ShapesWorld Kinetics-400 stand-in, generated"}[plan.preset]
+    data = plan.info.get("data") or {
+        "smoke": "a small ShapesWorld Kinetics-400 stand-in (2 videos a class) and held-out class set, generated",
+        "tiny": "the ShapesWorld Kinetics-400 stand-in and its held-out class set, generated"}[plan.preset]
     model = {"smoke": "random-init tiny CLIP, 2 training batches a row: a pipeline check, not a result",
              "tiny": "the ShapesWorld-pretrained shapes-clip-tiny",
              "paper": "ViT-B/16 (OpenAI CLIP)"}[plan.preset]
@@ -242,7 +370,6 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               f"Data: {data}; model: {model}. Generated {time.strftime('%Y-%m-%d %H:%M')}, git "
               f"{tracking.git_sha(short=True)}, MLflow parent run `{parent}`; time of the rows {trained / 60:.1f} min. "
               "Top-1 (%) on the validation split after the last epoch (vanilla zero-shot: `validate`, nothing "
-              "trained). Setting: what the configs provide, the fully supervised one (all classes) and base-to-novel "
-              "for the zero-shot and bridge-and-prompt rows only (see below).")
+              "trained; a base-to-novel or cross-dataset row: `validate` of the trained row's last checkpoint).")
     md = markdown(lines_, header)
     return md, save_table(plan, md, rows_to_csv(lines_, CSV_FIELDS), results_dir)

@@ -1,6 +1,6 @@
-"""A smoke reproduction of ViFi-CLIP's table: ShapesWorld data written by the driver, zero-shot rows through
-``validate`` and a trained row through ``fit`` as MLflow children of one parent, the chance rows, resume; the paper
-preset's data check."""
+"""A smoke reproduction of ViFi-CLIP's table: ShapesWorld data (and the held-out class set) written by the driver,
+zero-shot rows through ``validate``, trained rows through ``fit`` and their checkpoints validated on the novel classes
+and on the held-out set, as MLflow children of one parent, the chance rows, resume; the paper preset's data check."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from benchmarks.reproduce import DataCheckError, state_dir
 from benchmarks.reproduce.__main__ import main
 from benchmarks.reproduce.vificlip import make_plan
 from common import tracking
+from common.data.kinetics import Kinetics400DataModule
 
-ROWS = ["zero_shot", "zero_shot_base", "zero_shot_novel", "vificlip"]
+ASKED = ["zero_shot", "zero_shot_base", "zero_shot_novel", "zero_shot_heldout", "vificlip_heldout",
+         "vificlip_b2n_novel"]
+#: the asked rows and the fit rows whose checkpoints two of them evaluate
+ROWS = [*ASKED, "vificlip", "vificlip_b2n"]
 
 
 def test_smoke_reproduction_writes_table_with_chance_row_and_tracks_rows(tmp_path, mlflow_store, monkeypatch,
@@ -22,35 +26,55 @@ def test_smoke_reproduction_writes_table_with_chance_row_and_tracks_rows(tmp_pat
     monkeypatch.setenv("CVINW_OUTPUTS", str(tmp_path / "outputs"))
     monkeypatch.delenv("CVINW_DATA", raising=False)
     results = tmp_path / "results"
-    args = ["vificlip", "--preset", "smoke", "--rows", ",".join(ROWS), "--results-dir", str(results)]
+    args = ["vificlip", "--preset", "smoke", "--rows", ",".join(ASKED), "--results-dir", str(results)]
     assert main(args) == 0
     assert (tmp_path / "outputs" / "data" / "kinetics400-smoke").is_dir()
+    # the held-out class set: the same layout, 12 classes, none of them (nor their colours or shapes) in training
+    train = Kinetics400DataModule(root=str(tmp_path / "outputs" / "data" / "kinetics400-smoke")).class_names
+    held = Kinetics400DataModule(root=str(tmp_path / "outputs" / "data" / "kinetics400-heldout-smoke")).class_names
+    assert len(held) == 12 and not {w for n in held for w in n.split()} & {w for n in train for w in n.split()}
 
     md = (results / "vificlip_smoke.md").read_text()
     assert "| Chance (1 / classes) | - | 8.3 | - |" in md  # 12 ShapesWorld classes
     assert "| Chance (1 / classes) | 16.7 | 16.7 | 16.7 | - |" in md  # base / novel halves
+    assert "| Chance (1 / classes) | 8.3 | - |" in md  # the held-out set's 12 classes
     assert "| ViFi-CLIP (both towers fine-tuned) |" in md and "83.9" in md  # the paper's figure beside ours
-    assert "76.4 / 61.1 / 67.9" in md
+    assert "76.4 / 61.1 / 67.9" in md and "51.3 / 76.8" in md
     rows = {r["key"]: r for r in csv.DictReader((results / "vificlip_smoke.csv").open())}
-    assert set(rows) == {*ROWS, "chance_all", "chance_base", "chance_novel"}
+    assert set(rows) == {*ROWS, "chance_all", "chance_base", "chance_novel", "chance_heldout"}
     assert float(rows["chance_all"]["top1"]) == pytest.approx(100 / 12, abs=1e-3)
     assert all(rows[k]["status"] == "finished" and 0.0 <= float(rows[k]["top1"]) <= 100.0 for k in ROWS)
     assert rows["zero_shot"]["command"] == "validate" and rows["vificlip"]["command"] == "fit"
     assert int(rows["zero_shot"]["trainable"]) == 0 < int(rows["vificlip"]["trainable"])
     assert rows["zero_shot_novel"]["classes"] == "novel"
+    # the trained rows' checkpoints, evaluated: base-trained ViFi-CLIP on the novel classes, all-class ViFi-CLIP on
+    # the held-out set; the base / novel / HM line is built from the base fit and its novel validation
+    assert (rows["vificlip_b2n_novel"]["command"], rows["vificlip_b2n_novel"]["model_of"],
+            rows["vificlip_b2n_novel"]["classes"]) == ("validate", "vificlip_b2n", "novel")
+    assert (rows["vificlip_heldout"]["model_of"], rows["vificlip_heldout"]["classes"]) == ("vificlip", "heldout")
+    assert rows["vificlip_b2n"]["classes"] == "base" and rows["vificlip_b2n"]["setting"] == "b2n"
+    base, novel = float(rows["vificlip_b2n"]["top1"]), float(rows["vificlip_b2n_novel"]["top1"])
+    hm = 2 * base * novel / (base + novel) if base + novel else 0.0
+    assert f"| ViFi-CLIP (both towers fine-tuned) | {base:.1f} | {novel:.1f} | {hm:.1f} | 76.4 / 61.1 / 67.9 |" in md
+    state = {k: json.loads((state_dir("vificlip", "smoke") / f"{k}.json").read_text()) for k in ROWS}
+    assert state["vificlip_b2n"]["checkpoint"].endswith("last.ckpt")
+    for row, model in (("vificlip_b2n_novel", "vificlip_b2n"), ("vificlip_heldout", "vificlip")):
+        command = tracking.client().get_run(state[row]["run_id"]).data.tags["command"]
+        assert command.startswith("python -m vificlip validate --config ")
+        assert command.endswith(f"--ckpt_path {state[model]['checkpoint']}")
 
     parent = json.loads((state_dir("vificlip", "smoke") / "parent.json").read_text())["run_id"]
     client = tracking.client()
     assert client.get_run(parent).info.status == "FINISHED"
     children = tracking.child_runs(parent)
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert len(children) == len(ROWS) and all(c.info.status == "FINISHED" for c in children)
     assert {f.path for f in client.list_artifacts(parent, "results")} == {
         "results/vificlip_smoke.md", "results/vificlip_smoke.csv"}
     assert "table/vificlip/top1" in client.get_run(parent).data.metrics
 
-    assert main(args) == 0  # resume: nothing run again
-    assert "4 already done with the same config, 0 to run" in capsys.readouterr().out
-    assert len(tracking.child_runs(parent)) == 4
+    assert main(args) == 0  # resume: nothing run again (the checkpoint rows too: their model did not change)
+    assert f"{len(ROWS)} already done with the same config, 0 to run" in capsys.readouterr().out
+    assert len(tracking.child_runs(parent)) == len(ROWS)
 
 
 def test_plans_and_the_paper_data_check(tmp_path, mlflow_store, monkeypatch, capsys) -> None:
@@ -67,13 +91,23 @@ def test_plans_and_the_paper_data_check(tmp_path, mlflow_store, monkeypatch, cap
     (tmp_path / "k400").mkdir()
     paper = make_plan("paper", str(tmp_path / "k400"))
     assert {r.key for r in paper.rows} == {"zero_shot", "zero_shot_base", "zero_shot_novel", "image_ft", "text_ft",
-                                           "vificlip", "b2n_prompting"}
+                                           "vificlip", "prompting_b2n"}
     assert all(f"--data.init_args.root={tmp_path / 'k400'}" in r.overrides for r in paper.rows)
     assert main(["vificlip", "--preset", "paper", "--data", str(tmp_path / "k400")]) == 2
     assert "DATA=" in capsys.readouterr().err
     assert not (tmp_path / "outputs" / "reproduce").exists()
-    for preset in ("smoke", "tiny"):
-        plan = make_plan(preset)
-        assert [r.key for r in plan.rows] == ["zero_shot", "zero_shot_base", "zero_shot_novel", "image_ft",
-                                              "text_ft", "vificlip", "b2n_prompting"]
-        assert [r.command for r in plan.rows[:3]] == ["validate"] * 3
+    one_seed = ["zero_shot", "zero_shot_base", "zero_shot_novel", "zero_shot_heldout",
+                "image_ft", "image_ft_heldout", "text_ft", "text_ft_heldout", "vificlip", "vificlip_heldout",
+                "image_ft_b2n", "image_ft_b2n_novel", "text_ft_b2n", "text_ft_b2n_novel", "vificlip_b2n",
+                "vificlip_b2n_novel", "prompting_b2n", "prompting_b2n_novel"]
+    assert [r.key for r in make_plan("smoke").rows] == one_seed
+    tiny = make_plan("tiny").rows
+    assert [r.key for r in tiny[:len(one_seed)]] == one_seed  # the first seed of every row first
+    assert {r.key for r in tiny} == set(one_seed) | {f"{k}_s{s}" for k in one_seed[4:] for s in (43, 44)}
+    for r in tiny:
+        if r.checkpoint_of:  # a trained model validated on other classes: same config and seed, other data
+            fit = next(f for f in tiny if f.key == r.checkpoint_of)
+            assert r.command == "validate" and r.config == fit.config and fit.command == "fit"
+            assert [o for o in fit.overrides if o.startswith("--seed")] == [
+                o for o in r.overrides if o.startswith("--seed")]
+            assert any(o.endswith("class_split=novel") or "kinetics400-heldout" in o for o in r.overrides)

@@ -49,9 +49,17 @@ SSV2_CLASSES: tuple[tuple[str, str], ...] = (
 _YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-def kinetics_classes(num_classes: int) -> list[tuple[str, str]]:
-    """The first ``num_classes`` (colour, shape) classes of a colour x shape grid (both needed to tell them apart)."""
-    shapes, colours = list(world.BASE_SHAPES), list(world.COLOURS)
+def kinetics_classes(num_classes: int, colours: Sequence[str] | None = None,
+                     shapes: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The first ``num_classes`` (colour, shape) classes of a colour x shape grid (both needed to tell them apart),
+    over ``colours`` and ``shapes`` in that order (default: every colour, :data:`~common.data.synth.world.BASE_SHAPES`;
+    give others for a class set disjoint from the default one, e.g. a cross-dataset zero-shot target)."""
+    shapes = list(world.BASE_SHAPES if shapes is None else shapes)
+    colours = list(world.COLOURS if colours is None else colours)
+    unknown = [c for c in colours if c not in world.COLOURS] + [x for x in shapes if x not in world.SHAPES]
+    if unknown:
+        raise ValueError(f"unknown colours/shapes {unknown}; known colours {list(world.COLOURS)}, shapes "
+                         f"{list(world.SHAPES)}")
     if not 2 <= num_classes <= len(shapes) * len(colours):
         raise ValueError(f"num_classes must be in 2..{len(shapes) * len(colours)}, got {num_classes}")
     n_shapes = min(len(shapes), math.ceil(math.sqrt(num_classes)))
@@ -140,11 +148,16 @@ def write_kinetics400(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    colours: Sequence[str] | None = None,
+    shapes: Sequence[str] | None = None,
 ) -> Path:
-    """Write the Kinetics-400-format ShapesWorld dataset (see the module docstring); returns ``out``."""
+    """Write the Kinetics-400-format ShapesWorld dataset (see the module docstring); returns ``out``.
+
+    ``colours`` / ``shapes``: the grid the classes come from (:func:`kinetics_classes`); e.g. colours and shapes
+    the default set never uses give a held-out class set for cross-dataset zero-shot."""
     out = Path(out)
+    classes = kinetics_classes(num_classes, colours, shapes)
     _prepare_out(out, overwrite)
-    classes = kinetics_classes(num_classes)
     names = [f"{c} {s}" for c, s in classes]
     order = sorted(range(num_classes), key=lambda i: names[i])  # official class index = sorted label names
     class_id = {names[i]: k for k, i in enumerate(order)}
@@ -261,15 +274,24 @@ def _common_args(p: argparse.ArgumentParser, name: str) -> None:
 def _add_k400(p: argparse.ArgumentParser) -> None:
     _common_args(p, "kinetics400")
     p.add_argument("--num-classes", type=int, default=12, help="(colour, shape) classes (default 12: 3 x 4 grid)")
+    p.add_argument("--colours", default=None,
+                   help="comma-separated colours of the class grid, in order (default: all, red first)")
+    p.add_argument("--shapes", default=None,
+                   help="comma-separated shapes of the class grid (default: the base shapes, circle first); other "
+                        "colours and shapes than the default set's give a held-out class set")
 
 
 def _run_k400(args: argparse.Namespace) -> int:
     out = write_kinetics400(args.out or args._default_out, num_classes=args.num_classes,
                             num_per_class=args.num_per_class, val_per_class=args.val_per_class, frames=args.frames,
                             size=args.size, width=args.width, fps=args.fps, seed=args.seed,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, colours=_names(args.colours), shapes=_names(args.shapes))
     print(f"wrote Kinetics-400-format ShapesWorld videos to {out}")
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _add_ssv2(p: argparse.ArgumentParser) -> None:
