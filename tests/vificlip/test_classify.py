@@ -50,3 +50,39 @@ def test_classify_prints_top5_from_a_checkpoint_and_reports_bad_files(tmp_path, 
                for ln in buf.getvalue().splitlines()[1:]}
     for name, p in zip(CLASSES, expected.tolist()):
         assert abs(printed[name] - p) < 1e-4
+
+
+def test_python_m_vificlip_classify_on_shapesworld_videos(tmp_path) -> None:
+    """The command a user types: two ShapesWorld Kinetics videos and an undecodable file. Each video prints its
+    top-5 (here every class: the five probabilities sum to 1, most probable first); the broken file is one error
+    line on stderr naming it, the others still print, exit status 1."""
+    import subprocess
+    import sys
+
+    from common.data.synth.video_writers import write_kinetics400
+    from common.paths import project_root
+
+    root = write_kinetics400(tmp_path / "k400", num_classes=5, num_per_class=1, val_per_class=1, frames=8, size=32,
+                             progress=False)
+    videos = [str(root / ln.split()[0]) for ln in (root / "val.txt").read_text().split("\n")[:2]]
+    names = [ln.split(",", 1)[1] for ln in (root / "labels.csv").read_text().splitlines()[1:]]
+    torch.manual_seed(0)
+    trained = ViFiCLIPModule(method="vificlip", arch="shapes-clip-tiny", pretrained=None,
+                             data_info={"num_classes": 5, "class_names": names})
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}, ckpt)
+    broken = tmp_path / "cut.mp4"
+    broken.write_bytes((root / videos[0]).read_bytes()[:200])  # a cut-off mp4
+    proc = subprocess.run([sys.executable, "-m", "vificlip", "classify", videos[0], str(broken), videos[1],
+                           "--classes", ",".join(names), "--ckpt", str(ckpt), "--frames", "4", "--backend", "pyav"],
+                          cwd=project_root(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [lines[0], lines[6]] == videos and len(lines) == 12
+    for block in (lines[1:6], lines[7:12]):
+        printed = [ln.split(". ", 1)[1].rsplit(" ", 1) for ln in block]
+        probs = [float(p) for _, p in printed]
+        assert sorted(n.strip() for n, _ in printed) == sorted(names)
+        assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1.0) < 2e-3  # 4 decimals, 5 classes
+    errors = [ln for ln in proc.stderr.splitlines() if ": error:" in ln]
+    assert len(errors) == 1 and errors[0].startswith(f"{broken}: error:")
