@@ -34,6 +34,7 @@ from benchmarks.reproduce import (
     Row,
     RowResult,
     check_datamodules,
+    mean_std,
     rows_to_csv,
     save_table,
 )
@@ -208,15 +209,6 @@ def table_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]
     return out
 
 
-def _cell(values: list[float | None]) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
-
-
 def markdown(lines_: list[dict[str, Any]], header: str) -> str:
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in lines_:
@@ -227,7 +219,7 @@ def markdown(lines_: list[dict[str, Any]], header: str) -> str:
         ok = [r for r in rs if r["status"] in ("finished", "computed")]
         name = method + (f" ({len(rs) - len(ok)} failed)" if len(ok) < len(rs) else "")
         trainable = rs[0]["trainable"]
-        cells = " | ".join(_cell([r[k] for r in ok]) for k, _ in METRICS)
+        cells = " | ".join(mean_std([r[k] for r in ok if r[k] is not None]) for k, _ in METRICS)
         out.append(f"| {name} | {len(ok) if rs[0]['seed'] != '' else '-'} | "
                    f"{'-' if trainable is None else trainable} | {cells} |")
     out += ["", "The paper's zero-shot figures (MaskCLIP, ViT-L/14@336 + R50 proposals, trained on COCO panoptic; "
