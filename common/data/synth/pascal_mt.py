@@ -13,7 +13,8 @@
     DIR/sal_distill/{id}.png                saliency 0 / 255 (shapes and the person)
     DIR/class_names.txt                     the 21 semseg class names below (the real archive has none)
     DIR/shapesworld.json                    the writer's arguments (num_train, num_val, seed, size, person_prob,
-                                            num_objects): a datamodule asked for other ones refuses this folder
+                                            num_objects; shapes and object_scale when not the default): a
+                                            datamodule asked for other ones refuses this folder
 
 Class mapping into the 21-class space (PASCAL-Context multi-task keeps VOC's 20 thing classes, every "stuff"
 region is background):
@@ -222,14 +223,19 @@ def render_sample(
     size: int | Sequence[int] = 64,
     person_prob: float = 0.5,
     num_objects: Sequence[int] = (1, 3),
+    shapes: Sequence[str] | None = None,
+    object_scale: float = 1.0,
 ) -> world.Scene:
-    """The ShapesWorld scene of image ``index`` of ``split`` (a pure function of the arguments)."""
+    """The ShapesWorld scene of image ``index`` of ``split`` (a pure function of the arguments); ``shapes``: the shape
+    kinds drawn (None: all of :data:`world.SHAPES`); ``object_scale`` multiplies the shapes' sizes."""
     size_hw = _size_hw(size)
     spec = world.sample_scene(
         _scene_seed(seed, split, index),
         num_objects=tuple(num_objects),
         person_prob=person_prob,
+        shapes=world.SHAPES if shapes is None else tuple(shapes),
         exclude_combos=(),
+        object_scale=object_scale,
     )
     return world.render_scene(spec, size_hw)
 
@@ -257,6 +263,8 @@ def write_pascal_mt(
     person_prob: float = 0.5,
     num_objects: Sequence[int] = (1, 3),
     progress: bool = True,
+    shapes: Sequence[str] | None = None,
+    object_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Render ShapesWorld scenes into the PASCAL_MT layout under ``out`` (default ``outputs/data/pascal-context``).
 
@@ -268,6 +276,9 @@ def write_pascal_mt(
         person_prob: probability that a scene holds a person (human-part annotations).
         num_objects: inclusive range of the number of shapes per scene.
         progress: show a progress bar.
+        shapes: the shape kinds drawn (None: all of ``world.SHAPES``); fewer kinds give fewer semseg classes in the
+            data (the 21-class space and the class slots stay the same).
+        object_scale: multiplies every shape's size (1.0: ShapesWorld's default sizes); larger semantic regions.
 
     Returns:
         a summary: ``root``, ``num_train``, ``num_val``, ``with_person`` (per split), ``class_names``.
@@ -294,7 +305,7 @@ def write_pascal_mt(
         people = 0
         for i in track(range(n), description=f"PASCAL-Context {split}", disable=not progress, transient=True):
             im_id = image_id(split, i)
-            scene = render_sample(seed, split, i, size_hw, person_prob, num_objects)
+            scene = render_sample(seed, split, i, size_hw, person_prob, num_objects, shapes, object_scale)
             write_sample(root, im_id, scene)
             people += int(scene.has_person)
             ids.append(im_id)
@@ -304,15 +315,23 @@ def write_pascal_mt(
     (root / "class_names.txt").write_text("".join(f"{n}\n" for n in names))
     summary["class_names"] = list(names)
     (root / STAMP_NAME).write_text(json.dumps(
-        _options(num_train, num_val, seed, size_hw, person_prob, num_objects), indent=1, sort_keys=True) + "\n")
+        _options(num_train, num_val, seed, size_hw, person_prob, num_objects, shapes, object_scale), indent=1, sort_keys=True)
+        + "\n")
     return summary
 
 
 def _options(num_train: int, num_val: int, seed: int, size_hw: Sequence[int], person_prob: float,
-             num_objects: Sequence[int]) -> dict[str, Any]:
-    return {"num_train": int(num_train), "num_val": int(num_val), "seed": int(seed),
-            "size": [int(size_hw[0]), int(size_hw[1])], "person_prob": float(person_prob),
-            "num_objects": [int(num_objects[0]), int(num_objects[1])]}
+             num_objects: Sequence[int], shapes: Sequence[str] | None = None, object_scale: float = 1.0
+             ) -> dict[str, Any]:
+    out = {"num_train": int(num_train), "num_val": int(num_val), "seed": int(seed),
+           "size": [int(size_hw[0]), int(size_hw[1])], "person_prob": float(person_prob),
+           "num_objects": [int(num_objects[0]), int(num_objects[1])]}
+    # stamped only when not the default, so that folders written before these options keep their stamp
+    if shapes is not None:
+        out["shapes"] = [str(s) for s in shapes]
+    if float(object_scale) != 1.0:
+        out["object_scale"] = float(object_scale)
+    return out
 
 
 def written_options(root: str | Path) -> dict[str, Any] | None:
@@ -332,7 +351,7 @@ def requested_options(**kwargs: Any) -> dict[str, Any]:
         raise TypeError(f"unknown ShapesWorld PASCAL_MT option(s) {sorted(unknown)}; valid: {sorted(args)}")
     args.update({k: v for k, v in kwargs.items() if k != "progress"})
     return _options(args["num_train"], args["num_val"], args["seed"], _size_hw(args["size"]), args["person_prob"],
-                    args["num_objects"])
+                    args["num_objects"], args["shapes"], args["object_scale"])
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ def sample_scene(
     colours: Sequence[str] | None = None,
     exclude_combos: Collection[tuple[str, str]] = HELD_OUT_COMBOS,
     motions: Sequence[str] | None = None,
+    object_scale: float = 1.0,
 ) -> SceneSpec:
     """Draw a random scene.
 
@@ -140,6 +141,8 @@ def sample_scene(
         exclude_combos: (colour, shape) pairs never drawn (default: :data:`HELD_OUT_COMBOS`; pass ``()`` to allow all).
         motions: motions to draw from for each thing (None = all static). Rotations are not given to circles / rings
             when another motion is allowed.
+        object_scale: multiplies every shape's size (1.0: the default sizes; the random draws do not change, so a
+            seed gives the same scene with its shapes scaled).
 
     Returns:
         a :class:`SceneSpec` whose ``seed`` drives the textures of the rendering.
@@ -194,7 +197,7 @@ def sample_scene(
             allowed = tuple(m for m in motions if not m.startswith("rotate")) or motions
         motion = str(allowed[int(rng.integers(len(allowed)))])
         base = 0.42 if n_obj + (person is not None) <= 1 else 0.32
-        size = float(rng.uniform(0.75, 1.15) * base)
+        size = float(rng.uniform(0.75, 1.15) * base) * float(object_scale)
         if motion == "grow":
             size = min(size, 0.75 / MOTION_GROW)
         best = None
