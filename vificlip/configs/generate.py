@@ -31,7 +31,9 @@ Presets:
 * ``tiny``: minutes on a 2-core CPU: ``shapes-clip-tiny`` (64 px, pretrained on ShapesWorld and cached) on the
   ShapesWorld Kinetics-400 stand-in (root null: written on first use under ``outputs/data/``), 8 frames, CLIP
   normalisation (the tiny CLIP's own), no colour jitter or grayscale (the classes are named by colour: with them
-  the tiny ViFi-CLIP fell from 66.7% zero-shot to 45.8% top-1 after 10 epochs), Mixup/CutMix off (a 10-epoch schedule on ~300 clips [ours]); base-to-novel
+  the tiny ViFi-CLIP fell from 66.7% zero-shot to 45.8% top-1 after 10 epochs), Mixup/CutMix off (a 6-epoch
+  schedule on ~300 clips [ours]), lr 3e-4, bare class names as the prompt of every method (the tiny CLIP never saw
+  "a photo of a ..."; see vificlip/README.md, 'At tiny scale'); base-to-novel
   uses the datamodule's seeded half/half class split and prompts start from the ShapesWorld CLIP (no tiny K400
   ViFi-CLIP checkpoint is produced yet).
 * ``smoke``: seconds (CI): random-init ``shapes-clip-tiny``, 4 frames, two training batches, Mixup/CutMix on (the
@@ -110,8 +112,9 @@ def _paper() -> list[Setting]:
 
 def _small(preset: str) -> list[Setting]:
     frames = 8 if preset == "tiny" else 4
-    lr = {"tiny": 1e-4, "smoke": 1e-4}[preset]
-    epochs = {"tiny": 10, "smoke": 1}[preset]
+    # tiny: lr 3e-4 and 6 epochs (train top-1 ~55% -> ~73% at the same val top-1 as 1e-4 x 10 epochs, one seed) [ours]
+    lr = {"tiny": 3e-4, "smoke": 1e-4}[preset]
+    epochs = {"tiny": 6, "smoke": 1}[preset]
     prompts = (8, 3) if preset == "tiny" else (4, 2)
     out = [Setting(preset, "k400", m, frames, lr=lr, epochs=epochs) for m in ("vificlip", "image_ft", "text_ft")]
     out.append(Setting(preset, "k400", "zero_shot", frames, epochs=0))
@@ -155,7 +158,10 @@ def _model(s: Setting) -> dict[str, Any]:
         n, depth = s.prompts
         m["init_from"] = None  # the K400 ViFi-CLIP checkpoint to prompt (paper: required)
         m.update(n_ctx_vision=n, n_ctx_text=n, prompt_depth_vision=depth, prompt_depth_text=depth)
-    if s.method == "zero_shot":
+    if s.method == "zero_shot" or (s.preset == "tiny" and s.method != "prompting"):
+        # tiny: shapes-clip-tiny never read "a photo of a ..." (its captions are "a red star on grass"): that prompt
+        # starts it at 58.3% instead of the bare names' 66.7%, so the fine-tuned rows start from the zero-shot row's
+        # prompt [ours]
         m["templates"] = ["{}"]
     blend = s.preset != "tiny"
     m.update(lr=s.lr, weight_decay=0.001, warmup_epochs={"paper": 5, "tiny": 1, "smoke": 0}[s.preset],
@@ -170,7 +176,7 @@ def _trainer(s: Setting) -> dict[str, Any]:
                 "check_val_every_n_epoch": 1 if s.epochs <= 11 else 5, "log_every_n_steps": 50,
                 "accelerator": "gpu", "devices": 8, "strategy": "ddp"}
     if s.preset == "tiny":
-        return {"max_epochs": max(s.epochs, 1), "check_val_every_n_epoch": 5, "num_sanity_val_steps": 0,
+        return {"max_epochs": max(s.epochs, 1), "check_val_every_n_epoch": 3, "num_sanity_val_steps": 0,
                 "log_every_n_steps": 5, "accelerator": "cpu", "devices": 1, "precision": "32-true",
                 "enable_model_summary": False}
     return {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 1,
