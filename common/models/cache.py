@@ -90,17 +90,17 @@ def cache_is_valid(name: str, root: Path | None = None) -> bool:
 _SHA_SEEN: dict[tuple[str, int, int], str] = {}
 
 
-def check_weights(name: str, root: Path | None = None) -> Path:
+def check_weights(name: str, root: Path | None = None, rebuild: str | None = None) -> Path:
     """The cached weights file of ``name``, checked whole: its sha256 against the one ``manifest.json`` records
     (a manifest without one: the zip check of :func:`common.checkpoints.check_checkpoint`).
 
     Raises :class:`common.checkpoints.CorruptCheckpointError` naming the file and the fix (delete the entry, which is
-    rebuilt on the next run, or rebuild it now with ``--force``).
+    rebuilt on the next run, or rebuild it now with ``rebuild``, default the ``pretrain --force`` command).
     """
     d = cache_dir(name, root)
     wf, mf = d / WEIGHTS_FILE, d / MANIFEST_FILE
-    fix = (f"Delete {d} and it is rebuilt on the next run, or rebuild it now with "
-           f"`python -m common.data.synth pretrain --name {name} --force`.")
+    rebuild = rebuild or f"python -m common.data.synth pretrain --name {name} --force"
+    fix = f"Delete {d} and it is rebuilt on the next run, or rebuild it now with `{rebuild}`."
     want = ((read_manifest(name, root) or {}).get("weights") or {}).get("sha256")
     if not want:
         check_checkpoint(wf, what="cached pretrained weights", fix=fix)
@@ -115,6 +115,13 @@ def check_weights(name: str, root: Path | None = None) -> Path:
             f"was cut short or changed after it was written{f' ({problem})' if problem else ''}.\n{fix}")
     _SHA_SEEN[key] = have
     return wf
+
+
+def entry_lock(name: str, root: Path | None = None) -> contextlib.AbstractContextManager[None]:
+    """The file lock of one cache entry (``<root>/.<name>.lock``): hold it to build an entry, so that two processes
+    (DDP ranks) never build the same one twice. Also for cache entries outside the registry (a paper package's own
+    tiny network), which write their weights + manifest themselves and are read back with :func:`check_weights`."""
+    return _locked(cache_dir(name, root).parent / f".{name}.lock")
 
 
 @contextlib.contextmanager
@@ -163,7 +170,7 @@ def ensure_pretrained(
     d = cache_dir(name, root)
     if not force and cache_is_valid(name, root):
         return check_weights(name, root)
-    with _locked(d.parent / f".{name}.lock"):
+    with entry_lock(name, root):
         if not force and cache_is_valid(name, root):  # someone else trained it while we waited
             return check_weights(name, root)
         if _TRAINER is None:

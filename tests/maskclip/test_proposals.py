@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from common.checkpoints import CorruptCheckpointError
+from common.models.cache import BUDGET_ENV
+from maskclip.proposal_training import segment_best_iou
 from maskclip.proposals import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    TINY_NAME,
     ProposalCheckpointError,
     ProposalNetwork,
     _m2f_config,
@@ -185,3 +192,72 @@ def test_bad_checkpoint_paths_give_clear_errors(tmp_path: Path) -> None:
         load_proposal_network(other)
     with pytest.raises(ValueError, match="unknown proposal network 'shapes-mask2former-huge'"):
         load_proposal_network("shapes-mask2former-huge")
+
+
+# -- the cached tiny network ----------------------------------------------------------------------------------------
+
+TEST_BUDGET = "0.03"  # 36 steps on 60 training scenes: enough to beat a random initialisation, a few seconds
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh outputs/ folder in which "shapes-mask2former-tiny" is trained at the test budget (once)."""
+    out = tmp_path_factory.mktemp("outputs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CVINW_OUTPUTS", str(out))
+        mp.setenv(BUDGET_ENV, TEST_BUDGET)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the shared test machine is oversubscribed: one thread trains fastest there
+        try:
+            net = load_proposal_network(TINY_NAME)
+        finally:
+            torch.set_num_threads(threads)
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+        yield out / "pretrained" / TINY_NAME
+
+
+def test_tiny_network_is_trained_cached_and_better_than_the_baselines(tiny_cache: Path) -> None:
+    manifest = json.loads((tiny_cache / "manifest.json").read_text())
+    assert manifest["budget"] == float(TEST_BUDGET) and manifest["train"]["steps"] == round(1200 * 0.03)
+    assert manifest["train"]["final_losses"]["loss"] < manifest["train"]["first_loss"]
+    m = manifest["metrics"]
+    for baseline in ("random_init", "whole_image"):  # a random network proposes (nearly) the whole image
+        assert m["trained"]["things"]["mean_best_iou"] > m[baseline]["things"]["mean_best_iou"] + 5, baseline
+        assert m["trained"]["all"]["recall50"] > m[baseline]["all"]["recall50"] + 5, baseline
+    assert m["whole_image"]["things"]["recall50"] == 0.0  # no ShapesWorld object covers half an image
+    assert m["trained"]["novel"]["segments"] > 0  # novel classes are VOID in training, measured at evaluation
+
+
+def test_cache_hit_reuses_the_file(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CVINW_OUTPUTS", str(tiny_cache.parents[1]))
+    weights = tiny_cache / "weights.pt"
+    before = (weights.stat().st_mtime_ns, (tiny_cache / "manifest.json").read_text())
+    a = load_proposal_network(TINY_NAME)
+    assert (weights.stat().st_mtime_ns, (tiny_cache / "manifest.json").read_text()) == before
+    b = load_proposal_network(TINY_NAME)
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(a(x), b(x))
+    saved = torch.load(weights, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in a.m2f.state_dict().items())
+
+
+def test_corrupt_cached_weights_are_refused(tiny_cache: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "outputs" / "pretrained" / TINY_NAME
+    shutil.copytree(tiny_cache, copy)
+    data = (copy / "weights.pt").read_bytes()
+    (copy / "weights.pt").write_bytes(data[: len(data) // 2])
+    monkeypatch.setenv("CVINW_OUTPUTS", str(tmp_path / "outputs"))
+    with pytest.raises(CorruptCheckpointError, match=r"(?s)weights\.pt.*python -m maskclip\.proposal_training --force"):
+        load_proposal_network(TINY_NAME)
+
+
+def test_segment_best_iou_on_known_masks() -> None:
+    gt = torch.zeros(2, 4, 4, dtype=torch.bool)
+    gt[0, :2, :2] = True          # 4 px
+    gt[1, 2:, :] = True           # 8 px
+    props = torch.zeros(2, 4, 4, dtype=torch.bool)
+    props[0, :2, :3] = True       # 6 px: IoU with gt0 4/6, with gt1 0
+    props[1, 3:, :] = True        # 4 px: IoU with gt1 4/8
+    torch.testing.assert_close(segment_best_iou(props, gt), torch.tensor([4 / 6, 0.5]))
+    torch.testing.assert_close(segment_best_iou(torch.ones(1, 4, 4, dtype=torch.bool), gt), torch.tensor([0.25, 0.5]))
