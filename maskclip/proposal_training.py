@@ -1,6 +1,6 @@
 """The tiny class-agnostic proposal network: trained on ShapesWorld COCO-panoptic, cached, measured.
 
-``shapes-mask2former-tiny`` (:data:`maskclip.proposals.TINY_NAME`) is the tiny :func:`~maskclip.proposals.tiny_config`
+``shapes-mask2former-tiny`` (:data:`maskclip.mask2former.TINY_NAME`) is the tiny :func:`~maskclip.mask2former.tiny_config`
 Mask2Former trained like Mask2Former's stage 1 in MaskCLIP, class-agnostically:
 
 * data: the ShapesWorld COCO-panoptic writer (:func:`common.data.synth.coco_panoptic.write_coco_panoptic`, seed 0,
@@ -58,7 +58,7 @@ from common.models.cache import (
 from common.optim import adamw, warmup_cosine
 from common.paths import data_dir
 from maskclip.losses import MaskCLIPCriterion
-from maskclip.proposals import TINY_ARCH, TINY_NAME, ProposalNetwork, tiny_config
+from maskclip.mask2former import TINY_ARCH, TINY_NAME, ProposalNetwork, tiny_config
 
 __all__ = ["RECIPE", "build_tiny", "class_agnostic_targets", "evaluate_tiny", "load_tiny", "proposal_data_root",
            "proposal_quality", "segment_best_iou", "train_tiny"]
@@ -257,7 +257,7 @@ def build_tiny(budget: float = 1.0, root: Path | None = None, *, recipe: dict[st
     manifest = {
         "name": TINY_NAME,
         "kind": "transformers-mask2former",
-        "description": "class-agnostic Mask2Former proposal network (maskclip/proposals.py tiny_config), trained on "
+        "description": "class-agnostic Mask2Former proposal network (maskclip/mask2former.py tiny_config), trained on "
                        "ShapesWorld COCO-panoptic base classes with one object class + no-object",
         "arch": json.loads(json.dumps(TINY_ARCH)),
         "input": {"image_size": TINY_ARCH["image_size"], "mean": list(net.mean), "std": list(net.std)},

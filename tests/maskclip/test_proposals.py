@@ -12,6 +12,7 @@ import torch
 
 from common.checkpoints import CorruptCheckpointError
 from common.models.cache import BUDGET_ENV
+from maskclip.mask2former import _m2f_config, _resnet_config
 from maskclip.proposal_training import segment_best_iou
 from maskclip.proposals import (
     IMAGENET_MEAN,
@@ -19,8 +20,6 @@ from maskclip.proposals import (
     TINY_NAME,
     ProposalCheckpointError,
     ProposalNetwork,
-    _m2f_config,
-    _resnet_config,
     config_from_detectron2,
     convert_detectron2_mask2former,
     detectron2_key_map,
