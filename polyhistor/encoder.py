@@ -18,7 +18,7 @@ adapter positions; ``PeftConfig.adapter_positions`` picks them. LoRA acts in par
 The Conv-Adapter row (beyond the paper) puts one Conv-Adapter per task in parallel at each block's ``attn_grid``
 point: read from norm1(x) on the (B, H, W, C) grid, added to the residual stream with the attention branch (the
 official Swin placement of Conv-Adapter's Convolution Parallel variant; the kernel is
-:class:`conv_adapter.adapter.ConvAdapter`).
+:class:`common.peft.conv_bottleneck.ConvBottleneck`).
 PEFT modules live in :attr:`MultiTaskSwin.peft` (keys ``s<stage>_b<block>_<point>``); the Swin's own modules and
 state-dict keys are untouched (forward hooks), except BitFit / norm tuning, which parametrize the tuned tensors
 (see common/peft/bitfit.py).
@@ -36,11 +36,11 @@ from common.peft.adapter import BottleneckAdapter, TaskRouted, bottleneck_size
 from common.peft.bitfit import add_task_deltas, add_task_norm_deltas, default_bias_predicate
 from common.peft.compacter import CompacterAdapter, phm_rules
 from common.peft.context import TaskContext
+from common.peft.conv_bottleneck import ConvBottleneck as ConvAdapter
 from common.peft.inject import InsertionPoint, inject, insertion_points
 from common.peft.lora import LoRADelta, qkv_slices
 from common.peft.swin import SwinBlockInfo, stage_dims, swin_blocks, swin_stage_features
 from common.peft.vpt import SwinPrompts
-from conv_adapter.adapter import ConvAdapter
 from polyhistor.hypernet import (
     AdapterSlot,
     DecomposedAdapterBank,
