@@ -93,7 +93,8 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
             raise SystemExit(f"unknown row(s) {sorted(unknown)}; rows are {['trivial'] + [r.key for r in rows]}")
         rows = [r for r in rows if r.key in only]
     plan = Plan("maskclip", preset, rows, cli_module="maskclip", experiment="maskclip",
-                info={"data": data, "root": str(root), "trivial": not only or "trivial" in only})
+                info={"data": data, "root": str(root), "trivial": not only or "trivial" in only},
+                jobs=3 if preset == "tiny" else 1)  # tiny: the three seeds at once, one thread each
     plan.prepare = lambda: prepare(plan)
     if data:
         plan.check = lambda: check_datamodules(
