@@ -120,3 +120,25 @@ def test_st_adapter_paper_preset_without_data_names_data(outputs, capsys) -> Non
     assert driver_main.main(["st_adapter", "--preset", "paper"]) == 2
     err = capsys.readouterr().err
     assert "no DATA= was given" in err and "DATA=k400=" in err
+
+
+def test_checkpoint_rows_follow_their_fit_and_fail_without_it(tmp_path, outputs) -> None:
+    """A ``checkpoint_of`` row validates its fit's last checkpoint, also when two rows run at once (it waits for the
+    fit); a row naming no earlier fit is refused; a failed fit fails its checkpoint row without running it."""
+    cfg = _toy_config(tmp_path)
+    fit = Row("fit", "Toy fit", str(cfg), ["--trainer.max_epochs=1", QUIET])
+    check = Row("check", "Toy check", str(cfg), [QUIET], command="validate", checkpoint_of="fit")
+    with pytest.raises(ValueError, match="checkpoint_of='fit' must name an earlier fit row"):
+        run_plan(Plan("toypaper", "smoke", [check, fit], cli_module="polyhistor", experiment="cvinw"),
+                 log=lambda msg: None)
+    _, results = run_plan(Plan("toypaper", "smoke", [fit, check], cli_module="polyhistor", experiment="cvinw"),
+                          jobs=2, log=lambda msg: None)
+    assert results["fit"].status == results["check"].status == "finished", results["check"].error
+    assert results["fit"].checkpoint == str(outputs / "cvinw" / results["fit"].run_name / "last.ckpt")
+    assert (outputs / "cvinw" / results["check"].run_name / "summary_validate.json").is_file()
+
+    broken = Row("fit", "Toy fit", str(cfg), ["--trainer.max_epochs=1", "--no.such.option=1", QUIET])
+    _, results = run_plan(Plan("toypaper", "smoke", [broken, check], cli_module="polyhistor", experiment="cvinw"),
+                          log=lambda msg: None)
+    assert results["fit"].status == results["check"].status == "failed"
+    assert results["check"].error == "nothing to evaluate: row fit has no checkpoint" and results["check"].run_id is None
