@@ -23,7 +23,7 @@ weights), RMA in blocks 6 / 12 / 18 / 24, R50 Mask2Former proposals (100 queries
 Tiny knobs, in the tiny and smoke files only: ``shapes-clip-tiny`` (64 px, 4 blocks, so RMA in blocks 2 and 4:
 ``rma_blocks: [1, 3]``), the tiny ShapesWorld Mask2Former proposals (16 queries), ShapesWorld COCO-panoptic with the
 writer's novel classes held out of training (``train_classes: base``), 64 px crops, 1,024 loss points (the masks
-have 4,096 pixels), a higher learning rate (1e-3) for a 150-step schedule (3 seeds fit the shared 2-core machine). Smoke: random-init CLIP and proposals,
+have 4,096 pixels), a higher learning rate (1e-3) for a 300-step schedule. Smoke: random-init CLIP and proposals,
 two training batches, one validation batch: a pipeline check, not a result.
 """
 
@@ -96,7 +96,7 @@ def _trainer(preset: str) -> dict[str, Any]:
                 "val_check_interval": 5000, "log_every_n_steps": 20, "accelerator": "gpu", "devices": 8,
                 "strategy": "ddp"}
     if preset == "tiny":
-        return {"max_steps": 150, **clip, "check_val_every_n_epoch": None, "val_check_interval": 150,
+        return {"max_steps": 300, **clip, "check_val_every_n_epoch": None, "val_check_interval": 300,
                 "num_sanity_val_steps": 0, "log_every_n_steps": 10, "accelerator": "cpu", "devices": 1,
                 "precision": "32-true", "enable_model_summary": False}
     return {"max_steps": 2, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 1, **clip,
