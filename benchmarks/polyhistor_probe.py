@@ -32,6 +32,8 @@ def _datamodule(args: argparse.Namespace) -> Any:
              "num_objects": list(args.num_objects), "person_prob": args.person_prob}
     if args.shapes:
         synth["shapes"] = list(args.shapes)
+    if args.object_scale != 1.0:
+        synth["object_scale"] = args.object_scale
     return PascalContextMTDataModule(root=args.root, image_size=args.size, batch_size=16, num_workers=0,
                                      synth_if_missing=True, synth_options=synth, augment=False)
 
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-objects", type=int, nargs=2, default=(1, 3))
     p.add_argument("--person-prob", type=float, default=0.5)
     p.add_argument("--shapes", nargs="+", default=None, help="shape kinds drawn (default: all)")
+    p.add_argument("--object-scale", type=float, default=1.0, help="shape sizes times this (default 1.0)")
     p.add_argument("--backbone", default="shapes-swin-tiny")
     p.add_argument("--pretrained", default="shapes-swin-tiny", help="'none': random init of the same architecture")
     p.add_argument("--steps", type=int, default=150)
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
         args.root = str(data_dir() / f"pascal-context-{args.size}px-o{args.num_objects[0]}{args.num_objects[1]}"
                                      f"-p{args.person_prob:g}-n{args.num_train}"
-                                     + (f"-{'-'.join(args.shapes)}" if args.shapes else ""))
+                                     + (f"-{'-'.join(args.shapes)}" if args.shapes else "")
+                                     + (f"-x{args.object_scale:g}" if args.object_scale != 1.0 else ""))
     from common.models import build_timm
     from polyhistor.trivial import trivial_metrics
 

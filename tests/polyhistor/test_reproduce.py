@@ -4,11 +4,13 @@ import csv
 import json
 
 import pytest
+import yaml
 
 from benchmarks.reproduce import state_dir
 from benchmarks.reproduce.__main__ import main
 from common import tracking
 from common.metrics.dense import delta_m
+from common.paths import project_root
 
 ST = ["single_task_semseg", "single_task_human_parts", "single_task_sal", "single_task_normals"]
 ROWS = ",".join(ST + ["polyhistor"])
@@ -52,8 +54,10 @@ def test_smoke_reproduction_tracks_rows_writes_the_table_and_resumes(pascal_root
     from common.data.pascal_context import PascalContextMTDataModule
     from polyhistor.trivial import trivial_metrics_of_datamodule
 
-    want = trivial_metrics_of_datamodule(PascalContextMTDataModule(root=str(pascal_root), image_size=64, batch_size=3,
-                                                                   synth_if_missing=False))
+    cfg = yaml.safe_load((project_root() / "polyhistor/configs/smoke/decoders_only.yaml").read_text())
+    size = cfg["data"]["init_args"]["image_size"]
+    want = trivial_metrics_of_datamodule(PascalContextMTDataModule(root=str(pascal_root), image_size=size,
+                                                                   batch_size=3, synth_if_missing=False))
     assert float(rows["trivial"]["human_parts"]) == pytest.approx(want["human_parts/mIoU"], abs=1e-5)
     assert float(rows["trivial"]["normals"]) == pytest.approx(want["normals/mean"], abs=1e-5)
     assert rows["trivial"]["delta_m_paper"] == ""
