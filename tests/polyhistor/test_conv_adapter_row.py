@@ -6,8 +6,8 @@ import copy
 import torch
 
 from benchmarks.param_budgets.polyhistor import count_row
+from common.peft.conv_bottleneck import ConvBottleneck as ConvAdapter
 from common.peft.swin import swin_stage_features
-from conv_adapter.adapter import ConvAdapter
 from polyhistor.decoder import segformer_head_parameters
 from polyhistor.encoder import PeftConfig
 from polyhistor.network import PASCAL_OUTPUTS, build_network
