@@ -41,7 +41,7 @@ from common import tracking
 from common.errors import DataCheckError
 from common.paths import outputs_dir, project_root
 
-__all__ = ["DataCheckError", "Plan", "Row", "RowResult", "check_datamodules", "config_hash", "finish_parent",
+__all__ = ["DataCheckError", "Plan", "Row", "RowResult", "check_data_arg", "check_datamodules", "config_hash", "finish_parent",
            "mean_std", "run_plan", "save_table", "state_dir"]
 
 #: environment variables the CLI uses to pass a run's identity to DDP children; cleared between in-process rows
@@ -428,6 +428,22 @@ def rows_to_csv(rows: list[dict[str, Any]], fields: list[str], digits: int = 4) 
         w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.{digits}f}" if isinstance(r[k], float) else r[k]))
                     for k in fields})
     return buf.getvalue()
+
+
+def check_data_arg(paper: str, preset: str, data: object, needs: str, data_help: str, *,
+                   must_exist: str | None = None) -> None:
+    """The DATA= checks every driver makes before planning: the paper preset needs it (``"<paper>'s paper preset
+    needs <needs> and no DATA= was given"``), the ShapesWorld presets refuse it, and ``must_exist`` (the DATA
+    string) must name a folder. Each message ends with the driver's ``data_help`` (how to give it, the layout)."""
+    if preset == "paper" and not data:
+        raise DataCheckError(f"{paper}'s paper preset needs {needs} and no DATA= was given; {data_help}")
+    if preset != "paper" and data:
+        raise DataCheckError(f"DATA= is read by the paper preset only (the {preset} preset trains on ShapesWorld); "
+                             f"{data_help}")
+    if must_exist:
+        path = Path(must_exist).expanduser()
+        if not path.is_dir():
+            raise DataCheckError(f"DATA={must_exist}: {path} does not exist; {data_help}")
 
 
 def mean_std(values: list[float], count: bool = False) -> str:

@@ -34,6 +34,7 @@ from benchmarks.reproduce import (
     Plan,
     Row,
     RowResult,
+    check_data_arg,
     check_datamodules,
     mean_std,
     rows_to_csv,
@@ -163,12 +164,7 @@ def _overrides(preset: str, spec: dict[str, Any]) -> list[str]:
 
 def make_plan(preset: str, data: str | None = None, only: list[str] | None = None) -> Plan:
     roots = parse_data(data)
-    if preset == "paper" and not roots:
-        raise DataCheckError(f"Conv-Adapter's paper preset needs the real VTAB-1k / few-shot data and no DATA= was "
-                             f"given; {DATA_HELP}")
-    if preset != "paper" and roots:
-        raise DataCheckError(f"DATA= is read by the paper preset only (the {preset} preset trains on ShapesWorld); "
-                             f"{DATA_HELP}")
+    check_data_arg("Conv-Adapter", preset, roots, "the real VTAB-1k / few-shot data", DATA_HELP)
     specs = {}
     rows = []
     for spec in _specs(preset, roots):

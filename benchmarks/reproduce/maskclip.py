@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reproduce import (
-    DataCheckError,
     Plan,
     Row,
     RowResult,
+    check_data_arg,
     check_datamodules,
     mean_std,
     rows_to_csv,
@@ -67,13 +67,7 @@ def _root(preset: str, data: str | None) -> Path | None:
 
 
 def make_plan(preset: str, data: str | None = None, only: list[str] | None = None) -> Plan:
-    if preset == "paper" and not data:
-        raise DataCheckError(f"MaskCLIP's paper preset needs COCO panoptic and no DATA= was given; {DATA_HELP}")
-    if preset != "paper" and data:
-        raise DataCheckError(f"DATA= is read by the paper preset only (the {preset} preset uses ShapesWorld); "
-                             f"{DATA_HELP}")
-    if data and not Path(data).expanduser().is_dir():
-        raise DataCheckError(f"DATA={data}: {Path(data).expanduser()} does not exist; {DATA_HELP}")
+    check_data_arg("MaskCLIP", preset, data, "COCO panoptic", DATA_HELP, must_exist=data)
     root = _root(preset, data)
     rows = []
     for method, (label, command) in METHODS.items():

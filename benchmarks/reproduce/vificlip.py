@@ -38,10 +38,10 @@ from typing import Any
 import yaml
 
 from benchmarks.reproduce import (
-    DataCheckError,
     Plan,
     Row,
     RowResult,
+    check_data_arg,
     check_datamodules,
     mean_std,
     rows_to_csv,
@@ -117,14 +117,7 @@ def row_meta(key: str) -> dict[str, Any]:
 
 def make_plan(preset: str, data: str | None = None, only: list[str] | None = None) -> Plan:
     """The rows of a preset (see the module docstring); ``only`` keeps those keys and the fit rows they evaluate."""
-    if preset == "paper" and not data:
-        raise DataCheckError(f"ViFi-CLIP's paper preset needs the real Kinetics-400 and no DATA= was given; "
-                             f"{DATA_HELP}")
-    if preset != "paper" and data:
-        raise DataCheckError(f"DATA= is read by the paper preset only (the {preset} preset trains on ShapesWorld); "
-                             f"{DATA_HELP}")
-    if data and not Path(data).expanduser().is_dir():
-        raise DataCheckError(f"DATA={data}: {Path(data).expanduser()} does not exist; {DATA_HELP}")
+    check_data_arg("ViFi-CLIP", preset, data, "the real Kinetics-400", DATA_HELP, must_exist=data)
     root = _root(preset, data)
     common: list[str] = []
     if root is not None:

@@ -142,3 +142,22 @@ def test_checkpoint_rows_follow_their_fit_and_fail_without_it(tmp_path, outputs)
                           log=lambda msg: None)
     assert results["fit"].status == results["check"].status == "failed"
     assert results["check"].error == "nothing to evaluate: row fit has no checkpoint" and results["check"].run_id is None
+
+
+@pytest.mark.parametrize("paper", ["maskclip", "vificlip", "conv_adapter"])
+def test_data_argument_checks_name_the_problem(paper: str, tmp_path: Path) -> None:
+    """Every driver's make_plan refuses a paper preset without DATA=, DATA= on a ShapesWorld preset, and (where
+    DATA= is one folder) a folder that does not exist, each with a message saying which."""
+    import importlib
+
+    from benchmarks.reproduce import DataCheckError
+
+    make_plan = importlib.import_module(f"benchmarks.reproduce.{paper}").make_plan
+    (tmp_path / "vtab-1k").mkdir()  # a folder Conv-Adapter's DATA parser accepts
+    with pytest.raises(DataCheckError, match="paper preset needs .* no DATA= was given"):
+        make_plan("paper", None)
+    with pytest.raises(DataCheckError, match=r"DATA= is read by the paper preset only \(the tiny preset"):
+        make_plan("tiny", str(tmp_path))
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataCheckError, match=f"DATA={missing}.*does not exist"):
+        make_plan("paper", str(missing))
