@@ -34,6 +34,10 @@ class TrainRecipe:
     hard_negative_frac: float = 0.0
     #: CLIP only: probability that an image is paired with its caption without the background ("a red star")
     short_caption_frac: float = 0.5
+    #: timm only: weights of the label groups' losses (things, colours, stuff); more on things pushes toward shape
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: timm only: rotate each batch by a random multiple of 90 degrees (the labels do not depend on orientation)
+    rotate: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ SHAPES_MODELS: dict[str, ShapesModel] = {
             image_size=64,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            recipe=TrainRecipe(steps=1000, batch_size=32, lr=1e-2),
+            recipe=TrainRecipe(steps=1000, batch_size=32, lr=1e-2, loss_weights=(3.0, 1.0, 1.0), rotate=False),
             timm_arch="resnet18",
             arch_kwargs={"layers": (1, 1, 1, 1), "channels": (16, 32, 64, 128), "stem_width": 16},
             description="timm ResNet (BasicBlock, 1-1-1-1, 16-32-64-128), 64 px",
@@ -119,10 +123,19 @@ SHAPES_MODELS: dict[str, ShapesModel] = {
             image_size=64,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            recipe=TrainRecipe(steps=800, batch_size=32, lr=4e-3),
+            recipe=TrainRecipe(steps=800, batch_size=32, lr=4e-3, loss_weights=(5.0, 1.0, 0.5), rotate=False),
             timm_arch="convnext_atto",
-            arch_kwargs={"depths": (1, 1, 2, 1), "dims": (24, 48, 96, 192)},
-            description="timm ConvNeXt (1-1-2-1, 24-48-96-192), 64 px",
+            arch_kwargs={
+                "depths": (1, 1, 2, 1),
+                "dims": (24, 48, 96, 192),
+                "kernel_sizes": 3,
+                "stem_type": "overlap_act",
+                "conv_mlp": True,
+                "norm_layer": "batchnorm2d",
+                "ls_init_value": 1.0,
+            },
+            description="timm ConvNeXt (1-1-2-1, 24-48-96-192), 64 px, 3x3 depthwise kernels, convolutional stem "
+            "(two 3x3 stride-2 convs), BatchNorm, layer scale 1",
         ),
     )
 }

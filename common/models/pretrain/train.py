@@ -18,16 +18,22 @@ from common.models.registry import ShapesModel
 from common.optim import adamw, warmup_cosine
 
 
-def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def multilabel_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+) -> torch.Tensor:
     """Sum over the label groups (things, colours, stuff) of a softmax cross-entropy with the group's multi-hot
-    target normalised to sum 1 (what is in the scene, shared between the things present)."""
+    target normalised to sum 1 (what is in the scene, shared between the things present), group ``i`` weighted by
+    ``weights[i]``."""
+    if len(weights) != len(LABEL_GROUPS):
+        raise ValueError(f"multilabel_loss: {len(weights)} weights for {len(LABEL_GROUPS)} label groups "
+                         "(things, colours, stuff); see TrainRecipe.loss_weights in common/models/registry.py")
     loss = logits.new_zeros(())
-    for g in LABEL_GROUPS:
+    for w, g in zip(weights, LABEL_GROUPS, strict=True):
         t = targets[:, g]
         t = t / t.sum(-1, keepdim=True).clamp_min(1.0)
         has = t.sum(-1) > 0
         if has.any():
-            loss = loss + F.cross_entropy(logits[has, g], t[has])
+            loss = loss + w * F.cross_entropy(logits[has, g], t[has])
     return loss
 
 
@@ -157,8 +163,9 @@ def train_timm(spec: ShapesModel, data: PretrainData, budget: float) -> tuple[to
         x = to_tensor(images[idx], spec.mean, spec.std)
         flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
         x[flip] = x[flip].flip(-1)
-        x = torch.rot90(x, int(rng.integers(4)), (2, 3))  # labels do not depend on orientation
-        return multilabel_loss(model(x), targets[idx])
+        if spec.recipe.rotate:
+            x = torch.rot90(x, int(rng.integers(4)), (2, 3))  # labels do not depend on orientation
+        return multilabel_loss(model(x), targets[idx], spec.recipe.loss_weights)
 
     losses = _fit(model, spec, steps, _batches(len(images), batch, steps, rng), loss_of)
     return model, _stats(steps, batch, losses)
