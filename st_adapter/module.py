@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from common.module import ClassificationModule, global_batch_size
 from st_adapter.model import METHODS, build_video_vit
@@ -52,6 +53,9 @@ class STAdapterModule(ClassificationModule):
         grad_checkpointing: recompute blocks in the backward pass.
         base_lr: learning rate per 256 samples of global batch (1e-3); ``lr`` overrides it with an absolute value.
         weight_decay: AdamW weight decay (0.01; never on biases).
+        backbone_lr_scale: the CLIP backbone's own weights (trained only by ``full_finetune``) use the lr times this
+            (1.0: one lr for everything; the tiny full fine-tuning recipe [ours] trains the backbone 10x slower
+            than the head).
         warmup_epochs: linear warm-up length in epochs (2; fractions allowed).
         label_smoothing: cross-entropy label smoothing (0 in the paper).
         num_classes: classifier size; default ``data_info["num_classes"]`` (linked from the datamodule).
@@ -81,6 +85,7 @@ class STAdapterModule(ClassificationModule):
         base_lr: float = 1e-3,
         lr: float | None = None,
         weight_decay: float = 0.01,
+        backbone_lr_scale: float = 1.0,
         warmup_epochs: float = 2.0,
         label_smoothing: float = 0.0,
         num_classes: int | None = None,
@@ -108,6 +113,10 @@ class STAdapterModule(ClassificationModule):
         if self.hparams.lr is not None:
             return float(self.hparams.lr)
         return self.hparams.base_lr * global_batch_size(self.trainer) / 256
+
+    def lr_multiplier(self, name: str, param: nn.Parameter) -> float:
+        """``backbone_lr_scale`` for the backbone's own weights, 1 for the adapters and the head."""
+        return float(self.hparams.backbone_lr_scale) if name.startswith("model.backbone.") else 1.0
 
     def figure_title(self) -> str:
         return str(self.hparams.method)

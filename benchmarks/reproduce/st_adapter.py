@@ -13,7 +13,9 @@ Data:
   ``kinetics400/`` and/or ``ssv2/``; rows of a dataset that is not given are left out (with a message).
 
 The score of a row is the multi-view top-1 accuracy on the validation split after the last epoch (``val/acc1``,
-softmax averaged over the views, the official protocol), beside the paper's ViT-B/16 figure.
+softmax averaged over the views, the official protocol), beside the paper's ViT-B/16 figure. Every dataset's rows
+end with a chance row (``1 / classes``, the class count read from the dataset the rows train on). At the ``tiny``
+preset the SSv2 rows run with 3 seeds (:data:`TINY_SSV2_SEEDS`; the table shows mean ± std, the CSV each seed).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from benchmarks.reproduce import (
     Plan,
     Row,
     RowResult,
+    _data_override,
+    _resolve,
     check_datamodules,
+    mean_std,
     rows_to_csv,
     save_table,
 )
@@ -57,6 +62,8 @@ DATA_HELP = ("give them as DATA=k400=/path/to/kinetics400,ssv2=/path/to/ssv2 or 
              "(make reproduce-st-adapter PRESET=paper DATA=...; python -m benchmarks.reproduce st_adapter --data ...); "
              "layouts: Kinetics-400 as `path label` lists (train.txt, val.txt, labels.csv) or the official CSVs, "
              "Something-Something-v2 as videos + labels/{labels,train,validation}.json (README.md, Datasets)")
+#: seeds of the tiny SSv2 rows (the first is the configs' own ``seed_everything``; its row keeps the plain key)
+TINY_SSV2_SEEDS = (42, 43, 44)
 SMOKE_WRITER = {"num_per_class": 2, "val_per_class": 1, "frames": 8, "size": 32}
 
 
@@ -64,8 +71,16 @@ def _config(s: Setting) -> str:
     return str(s.path.relative_to(project_root()))
 
 
-def row_key(s: Setting) -> str:
-    return f"{s.dataset}_{s.name}"
+def row_key(s: Setting, seed: int | None = None) -> str:
+    """``<dataset>_<setting>``, with ``_seed<S>`` for a seed other than the config's own."""
+    return f"{s.dataset}_{s.name}" + (f"_seed{seed}" if seed is not None else "")
+
+
+def seeds_of(s: Setting) -> tuple[int | None, ...]:
+    """The seeds a setting's rows run with: None is the config's ``seed_everything``; tiny SSv2 rows get 3."""
+    if s.preset == "tiny" and s.dataset == "ssv2":
+        return (None,) + TINY_SSV2_SEEDS[1:]
+    return (None,)
 
 
 def parse_data(data: str | None) -> dict[str, Path]:
@@ -107,28 +122,31 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
         chosen = [keys[k] for k in only]
     else:
         chosen = [s for s in candidates if _default_rows(s)]
-    rows, skipped = [], []
-    for s in chosen:
-        overrides: list[str] = []
+    rows, skipped, by_key, seed_of = [], [], {}, {}
+    for s, seed in [(s, seed) for s in chosen for seed in seeds_of(s)]:
+        overrides: list[str] = [] if seed is None else [f"--seed_everything={seed}"]
         if roots:
             if s.dataset not in roots:
-                skipped.append(row_key(s))
+                skipped.append(row_key(s, seed))
                 continue
             overrides += [f"--data.init_args.root={roots[s.dataset]}", "--data.init_args.synth_if_missing=false"]
         elif preset == "smoke":
             overrides.append(f"--data.init_args.root={data_dir() / (DATASET_DIRS[s.dataset] + '-smoke')}")
-        label = f"{DATASET_LABEL[s.dataset]}: {METHOD_LABEL[s.method]}, {s.arch}, {s.frames} frames"
-        rows.append(Row(row_key(s), label, _config(s), overrides,
+        label = (f"{DATASET_LABEL[s.dataset]}: {METHOD_LABEL[s.method]}, {s.arch}, {s.frames} frames"
+                 + (f", seed {seed}" if seed is not None else ""))
+        by_key[row_key(s, seed)] = s
+        seed_of[row_key(s, seed)] = seed
+        rows.append(Row(row_key(s, seed), label, _config(s), overrides,
                         COST[s.method] * s.frames / 8 * (2.0 if s.dataset == "ssv2" else 1.0)))
     if skipped:
         print(f"[reproduce] no data given for: {', '.join(skipped)} (left out)")
-    # motion rows first (they carry the headline comparison), then ST-Adapter, probe, full FT; fewer frames first
+    # motion rows first (they carry the headline comparison), then ST-Adapter, probe, full FT; fewer frames first;
+    # the config's own seed of every row before the extra seeds (a cut run already holds one seed of each)
     order = {m: i for i, m in enumerate(METHOD_LABEL)}
-    by_key = {row_key(s): s for s in chosen}
-    rows.sort(key=lambda r: (by_key[r.key].dataset != "ssv2", by_key[r.key].arch, by_key[r.key].frames,
-                             order[by_key[r.key].method]))
+    rows.sort(key=lambda r: (seed_of[r.key] is not None, by_key[r.key].dataset != "ssv2", by_key[r.key].arch,
+                             by_key[r.key].frames, order[by_key[r.key].method]))
     plan = Plan("st_adapter", preset, rows, cli_module="st_adapter", experiment="st_adapter",
-                info={"data": data, "settings": {row_key(s): s for s in chosen}})
+                info={"data": data, "settings": by_key, "seeds": seed_of})
     plan.prepare = lambda: prepare(plan)
     if roots:  # the real (or given) datasets: each one's layout checked before the first row
         plan.check = lambda: check_datamodules(
@@ -184,6 +202,8 @@ def table_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]
         views = cfg.get("val_clips", 1) * cfg.get("val_crops", 1)
         out.append({
             "key": row.key, "dataset": s.dataset, "method": s.method, "arch": s.arch, "frames": s.frames,
+            "seed": plan.info.get("seeds", {}).get(row.key) or yaml.safe_load(
+                (project_root() / row.config).read_text()).get("seed_everything"),
             "status": res.status, "trainable": res.trainable_params, "params_m": (res.trainable_params or 0) / 1e6 if res.trainable_params else None,
             "views": f"{cfg.get('val_crops', 1)}x{cfg.get('val_clips', 1)}" if views else "",
             "top1": 100 * m["val/acc1"] if "val/acc1" in m else None,
@@ -196,38 +216,88 @@ def table_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]
     return out
 
 
+def num_classes(row: Row) -> int | None:
+    """The class count of the dataset a row trains on (its datamodule's class list), or None if unreadable."""
+    import importlib
+
+    cfg = yaml.safe_load(_resolve(row.config).read_text())["data"]
+    module, _, name = cfg["class_path"].rpartition(".")
+    init_args = {**(cfg.get("init_args") or {}), **_data_override(row.overrides)}
+    try:
+        return len(getattr(importlib.import_module(module), name)(**init_args).load_class_names())
+    except Exception:  # the table still gets written; the chance row says "-"
+        return None
+
+
+def chance_rows(plan: Plan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ``chance`` row per dataset of ``rows``: top-1 and mean class accuracy 1 / classes, top-5 min(5, C) / C."""
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        row = next(x for x in plan.rows if plan.info["settings"][x.key].dataset == ds)
+        c = num_classes(row)
+        out.append({"key": f"{ds}_chance", "dataset": ds, "method": "chance", "arch": "-", "frames": "",
+                    "seed": "", "status": "", "trainable": 0, "params_m": 0.0, "views": "", "classes": c,
+                    "top1": 100 / c if c else None, "top5": 100 * min(5, c) / c if c else None,
+                    "mean_class": 100 / c if c else None, "paper_top1": None, "paper_note": "", "paper_row": "",
+                    "run_id": "", "minutes": 0.0})
+    return out
+
+
 def _f(v: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
 def headline(rows: list[dict[str, Any]]) -> str:
     """'ST-Adapter vs the frozen frame-mean probe' per dataset, the comparison the paper's method exists for."""
+    import statistics
+
     lines = []
     for ds in ("ssv2", "k400"):
-        by = {r["method"]: r for r in rows if r["dataset"] == ds and r["frames"] == min(
-            (x["frames"] for x in rows if x["dataset"] == ds), default=0)}
-        st, lp = by.get("st_adapter"), by.get("linear_probe")
-        if st and lp and st["top1"] is not None and lp["top1"] is not None:
-            lines.append(f"- {DATASET_LABEL[ds]}: ST-Adapter {st['top1']:.1f} vs frozen frame-mean probe "
-                         f"{lp['top1']:.1f} top-1 ({st['top1'] - lp['top1']:+.1f} points)")
+        trained = [r for r in rows if r["dataset"] == ds and r["method"] != "chance"]
+        fewest = min((x["frames"] for x in trained), default=0)
+        top1: dict[str, list[float]] = {}
+        for r in trained:
+            if r["frames"] == fewest and r["top1"] is not None:
+                top1.setdefault(r["method"], []).append(r["top1"])
+        st, lp = top1.get("st_adapter"), top1.get("linear_probe")
+        if st and lp:
+            st_m, lp_m = statistics.mean(st), statistics.mean(lp)
+            lines.append(f"- {DATASET_LABEL[ds]}: ST-Adapter {st_m:.1f} vs frozen frame-mean probe {lp_m:.1f} top-1 "
+                         f"({st_m - lp_m:+.1f} points" + (", means over seeds)" if len(st) + len(lp) > 2 else ")"))
     return "\n".join(lines)
 
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
+    """The table: one line per setting (seeds of a setting in one cell, mean ± std), a chance row after each
+    dataset's rows."""
     lines = [header, "", headline(rows), "",
-             "| Dataset | Method | Backbone | Frames | Views (crops x clips) | Trainable (M) | Top-1 | Top-5 | "
+             "| Dataset | Method | Backbone | Frames | Views (crops x clips) | Trainable (M) | Seeds | Top-1 | Top-5 | "
              "Mean class acc | Paper top-1 | Paper row | Minutes | Status |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|"]
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
+        groups.setdefault((r["dataset"], r["method"], r["arch"], r["frames"]), []).append(r)
+    for (ds, method, arch, frames), rs in groups.items():
+        r = rs[0]
+        if method == "chance":
+            lines.append(f"| {DATASET_LABEL[ds]} | Chance (1 / {r['classes'] or '?'} classes) | - | | | 0 | | "
+                         f"{_f(r['top1'])} | {_f(r['top5'])} | {_f(r['mean_class'])} | - | - | | |")
+            continue
+        done = [x for x in rs if x["status"] == "finished"]
+
+        def cell(k: str, done: list[dict[str, Any]] = done) -> str:
+            return mean_std([x[k] for x in done if x[k] is not None])
+
         paper = _f(r["paper_top1"]) + (f" ({r['paper_note']})" if r["paper_note"] else "")
-        lines.append(f"| {DATASET_LABEL[r['dataset']]} | {METHOD_LABEL[r['method']]} | {r['arch']} | {r['frames']} | "
-                     f"{r['views']} | {_f(r['params_m'], '{:.3f}')} | {_f(r['top1'])} | {_f(r['top5'])} | "
-                     f"{_f(r['mean_class'])} | {paper} | {r['paper_row'] or '-'} | {r['minutes']:.1f} | "
-                     f"{r['status']} |")
+        status = "finished" if len(done) == len(rs) else f"{len(done)}/{len(rs)} finished"
+        lines.append(f"| {DATASET_LABEL[ds]} | {METHOD_LABEL[method]} | {arch} | {frames} | {r['views']} | "
+                     f"{_f(r['params_m'], '{:.3f}')} | {len(rs)} | {cell('top1')} | {cell('top5')} | "
+                     f"{cell('mean_class')} | {paper} | {r['paper_row'] or '-'} | "
+                     f"{sum(x['minutes'] for x in rs):.1f} | {status} |")
     return "\n".join(lines)
 
 
-CSV_FIELDS = ["key", "dataset", "method", "arch", "frames", "views", "status", "trainable", "params_m", "top1", "top5",
+CSV_FIELDS = ["key", "dataset", "method", "arch", "frames", "seed", "classes", "views", "status", "trainable", "params_m", "top1", "top5",
               "mean_class", "paper_top1", "paper_row", "paper_note", "minutes", "run_id"]
 
 
@@ -239,6 +309,10 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
     from common import tracking
 
     rows = table_rows(plan, results)
+    # each dataset's chance row after its last row
+    chance = {r["dataset"]: r for r in chance_rows(plan, rows)}
+    rows = [x for i, r in enumerate(rows) for x in ([r, chance[r["dataset"]]] if all(
+        o["dataset"] != r["dataset"] for o in rows[i + 1:]) else [r])]
     client = tracking.client()
     for r in rows:
         if r["top1"] is not None:
@@ -250,6 +324,8 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
               f"Data: {data}; generated {time.strftime('%Y-%m-%d %H:%M')}, git {tracking.git_sha(short=True)}, "
               f"MLflow parent run `{parent}`; training time of the rows {trained / 60:.1f} min. Top-1 on the "
               "validation split after the last epoch, softmax averaged over the views. The paper column is the "
-              "paper's figure on the real dataset (ViT-B/16 for the tiny rows); sources in st_adapter/README.md.")
+              "paper's figure on the real dataset (ViT-B/16 for the tiny rows); sources in st_adapter/README.md. "
+              "Seeds: rows with several show mean ± std over them (per seed in the CSV); Minutes: all seeds together. "
+              "Chance: 1 / classes (top-5: min(5, classes) / classes).")
     md = markdown(rows, header)
     return md, save_table(plan, md, rows_to_csv(rows, CSV_FIELDS), results_dir)

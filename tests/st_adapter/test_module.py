@@ -41,6 +41,21 @@ def test_lr_scales_with_global_batch_and_biases_have_no_decay(random_video_dm) -
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_backbone_lr_scale_slows_only_the_backbone() -> None:
+    """Full fine-tuning with ``backbone_lr_scale``: the CLIP backbone's weights at lr x scale, the head at lr."""
+    model = STAdapterModule(method="full_finetune", num_classes=5, lr=1e-2, backbone_lr_scale=0.1, **TINY)
+    opt = model.configure_optimizers()["optimizer"]
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    names = dict(model.model.named_parameters())
+    assert lr_of[id(names["head.weight"])] == lr_of[id(names["head.bias"])] == pytest.approx(1e-2)
+    backbone = [p for n, p in names.items() if n.startswith("backbone.") and p.requires_grad]
+    assert backbone and all(lr_of[id(p)] == pytest.approx(1e-3) for p in backbone)
+    assert set(lr_of) == {id(p) for p in model.parameters() if p.requires_grad}
+    # ST-Adapter: nothing of the (frozen) backbone trains, so the scale changes no group
+    st = STAdapterModule(method="st_adapter", num_classes=5, lr=1e-2, backbone_lr_scale=0.1, **TINY)
+    assert all(g["lr"] == pytest.approx(1e-2) for g in st.configure_optimizers()["optimizer"].param_groups)
+
+
 @pytest.mark.parametrize("method", ["st_adapter", "linear_probe", "full_finetune"])
 def test_what_changes_in_training(method: str, random_video_dm) -> None:
     dm = random_video_dm(num_train=4, batch_size=4)

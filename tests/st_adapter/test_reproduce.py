@@ -31,7 +31,14 @@ def test_smoke_reproduction_writes_results_tracks_rows_and_resumes(tmp_path, mlf
     assert "| SSv2 (motion) | ST-Adapter | shapes-clip-tiny | 4 | 3x1 |" in md
     assert "ST-Adapter" in md and "vs frozen frame-mean probe" in md
     rows = {r["key"]: r for r in csv.DictReader((results / "st_adapter_smoke.csv").open())}
-    assert set(rows) == set(ROWS)
+    assert set(rows) == set(ROWS) | {"ssv2_chance"}
+    # the chance row: 1 / classes of the smoke SSv2 set the rows trained on (its labels.json)
+    n = len(json.loads((tmp_path / "outputs" / "data" / "ssv2-smoke" / "labels" / "labels.json").read_text()))
+    chance = rows.pop("ssv2_chance")
+    assert int(chance["classes"]) == n and float(chance["top1"]) == pytest.approx(100 / n, abs=1e-3)
+    assert float(chance["top5"]) == pytest.approx(100 * min(5, n) / n, abs=1e-3)
+    assert f"| SSv2 (motion) | Chance (1 / {n} classes) | - | | | 0 | | {100 / n:.1f} |" in md
+    assert md.index("| SSv2 (motion) | Chance") > md.index("| SSv2 (motion) | Linear probe")
     st, lp = rows[ROWS[0]], rows[ROWS[1]]
     assert st["status"] == lp["status"] == "finished"
     assert 0.0 <= float(st["top1"]) <= 100.0 and 0.0 <= float(lp["top1"]) <= 100.0
@@ -43,6 +50,8 @@ def test_smoke_reproduction_writes_results_tracks_rows_and_resumes(tmp_path, mlf
     assert int(st["trainable"]) == 8 * (d * a + a + a * 3 + a + a * d + d) + d * 8 + 8
     assert int(lp["trainable"]) == d * 8 + 8
     assert float(st["paper_top1"]) == 67.1 and lp["paper_top1"] == ""
+    # one seed per smoke row: the Seeds column says 1 and the cell is the seed's own top-1
+    assert f"| 3x1 | {int(st['trainable']) / 1e6:.3f} | 1 | {float(st['top1']):.1f} |" in md
 
     parent = json.loads((state_dir("st_adapter", "smoke") / "parent.json").read_text())["run_id"]
     client = tracking.client()
@@ -78,6 +87,10 @@ def test_data_argument_and_plans(tmp_path) -> None:
     assert all(f"--data.init_args.root={tmp_path / 'ssv2'}" in r.overrides for r in plan.rows)
     assert len(plan.rows) == 6  # ViT-B/16 and ViT-L/14 at 8 and 32 frames + the two baselines
     tiny = make_plan("tiny")
-    assert [r.key for r in tiny.rows] == ["ssv2_clip-tiny_8f_8x32", "ssv2_clip-tiny_8f_linear-probe",
-                                         "ssv2_clip-tiny_8f_full-finetune", "k400_clip-tiny_8f_4x32",
-                                         "k400_clip-tiny_8f_linear-probe", "k400_clip-tiny_8f_full-finetune"]
+    ssv2 = ["ssv2_clip-tiny_8f_8x32", "ssv2_clip-tiny_8f_linear-probe", "ssv2_clip-tiny_8f_full-finetune"]
+    # every setting once (the configs' seed 42), then the SSv2 rows' seeds 43 and 44
+    assert [r.key for r in tiny.rows] == ssv2 + ["k400_clip-tiny_8f_4x32", "k400_clip-tiny_8f_linear-probe",
+                                                 "k400_clip-tiny_8f_full-finetune"] + [
+        f"{k}_seed{s}" for k in ssv2 for s in (43, 44)]
+    assert {r.key: r.overrides for r in tiny.rows}["ssv2_clip-tiny_8f_full-finetune_seed44"] == ["--seed_everything=44"]
+    assert all(not r.overrides for r in tiny.rows[:6])
