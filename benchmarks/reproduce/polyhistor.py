@@ -24,8 +24,9 @@ from benchmarks.reproduce import (
     save_table,
     state_dir,
 )
+from common.data.pascal_context import stand_in_root
 from common.metrics.dense import delta_m
-from common.paths import data_dir, project_root
+from common.paths import project_root
 from polyhistor.configs.generate import TASKS, row_names
 from polyhistor.methods import METHODS
 from polyhistor.module import LOWER_IS_BETTER, MAIN_METRIC
@@ -87,7 +88,7 @@ def prepare(plan: Plan) -> None:
     data_args = cfg["data"]["init_args"]
     model_args = cfg["model"]["init_args"]
     if plan.info.get("data") is None and data_args.get("synth_if_missing", data_args.get("generate_if_missing")):
-        root = Path(data_args["root"]) if data_args.get("root") else data_dir() / "pascal-context"
+        root = Path(data_args["root"]) if data_args.get("root") else stand_in_root(data_args.get("synth_options"))
         if not root.exists():
             from common.data.synth.pascal_mt import write_pascal_mt
 

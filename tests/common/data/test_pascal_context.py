@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from common.data.pascal_context import (
     PascalContextMTDataModule,
     PascalLayoutError,
     SampleError,
+    stand_in_root,
 )
 from common.data.synth import pascal_mt
 from common.data.synth.__main__ import main as synth_main
@@ -319,11 +321,11 @@ def test_real_layout_without_class_names_uses_voc(broken_root: Path) -> None:
 
 def test_root_null_writes_the_stand_in_at_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CVINW_DATA", str(tmp_path / "data"))
-    root = tmp_path / "data" / "pascal-context"
-    dm = PascalContextMTDataModule(
-        None, tasks=["sal"], batch_size=2,
-        synth_options={"num_train": 2, "num_val": 2, "size": 24, "progress": False},
-    )  # fmt: skip
+    assert PascalContextMTDataModule(None).root == tmp_path / "data" / "pascal-context"  # the writer's defaults
+    opts = {"num_train": 2, "num_val": 2, "size": 24, "progress": False}
+    root = stand_in_root(opts)
+    assert root.parent == tmp_path / "data" and re.fullmatch(r"pascal-context-[0-9a-f]{8}", root.name)
+    dm = PascalContextMTDataModule(None, tasks=["sal"], batch_size=2, synth_options=opts)
     assert dm.root == root and dm.synth_if_missing  # on by default
     assert dm.info["tasks"] == ["sal"] and not root.exists()  # info alone writes nothing
     dm.prepare_data()
@@ -351,23 +353,31 @@ def test_generate_if_missing_is_the_deprecated_name_of_synth_if_missing(tmp_path
     assert dm.synth_if_missing is False
 
 
-def test_generated_folder_refuses_other_synth_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A generated folder records its options; asking for other ones names the stamp and the fix, loses nothing."""
+def test_other_synth_options_get_their_own_folder_and_a_foreign_stamp_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worlds (e.g. a preset changed its synth_options) live side by side, neither touched by the other; a
+    default folder whose stamp records other options (written by hand) names the stamp and the fix, loses nothing."""
     monkeypatch.setenv("CVINW_DATA", str(tmp_path))
-    root = tmp_path / "pascal-context"
     opts = {"num_train": 2, "num_val": 1, "size": 24, "progress": False}
+    root = stand_in_root(opts)
     PascalContextMTDataModule(None, synth_options=opts).prepare_data()
     assert pascal_mt.written_options(root) == pascal_mt.requested_options(**opts)
     assert pascal_mt.written_options(root)["size"] == [24, 24]
     before = sorted(p.name for p in (root / "JPEGImages").iterdir())
     PascalContextMTDataModule(None, synth_options=opts).prepare_data()  # same: fine
-    other = PascalContextMTDataModule(None, synth_options={**opts, "num_train": 5})
+    other_opts = {**opts, "num_train": 5}
+    other = PascalContextMTDataModule(None, synth_options=other_opts)
+    assert other.root != root
+    other.prepare_data()  # its own folder
+    assert pascal_mt.written_options(other.root)["num_train"] == 5
+    assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == before
+    shutil.copy(root / pascal_mt.STAMP_NAME, other.root / pascal_mt.STAMP_NAME)  # a foreign stamp
     with pytest.raises(PascalLayoutError, match=r"shapesworld\.json.*num_train: 2 here, 5 asked.*delete"):
         other.prepare_data()
-    assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == before
     with pytest.raises(TypeError, match="unknown ShapesWorld PASCAL_MT option"):
         pascal_mt.requested_options(num_trian=3)
-    (root / pascal_mt.STAMP_NAME).unlink()  # a folder without a stamp (older writer, real data) is used as is
+    (other.root / pascal_mt.STAMP_NAME).unlink()  # a folder without a stamp (older writer, real data) is used as is
     other.prepare_data()
 
 
