@@ -24,7 +24,7 @@ from benchmarks.reproduce import (
     save_table,
     state_dir,
 )
-from common.data.pascal_context import stand_in_root
+from common.data.synth.pascal_mt import stand_in_root
 from common.metrics.dense import delta_m
 from common.paths import project_root
 from polyhistor.configs.generate import TASKS, row_names

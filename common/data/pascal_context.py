@@ -79,7 +79,6 @@ from common.data.pascal_readers import (
     read_semseg,
 )
 from common.data.pascal_transforms import MultiTaskTransform, pascal_collate, size_hw
-from common.paths import data_dir
 
 __all__ = [
     "TASKS", "VOC_CLASS_NAMES", "PART_CLASS_NAMES", "PERSON_CLASS", "PERSON_PART_GROUPS", "VOC_TO_CONTEXT_ID",
@@ -273,22 +272,6 @@ class PascalContextMT(Dataset):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def stand_in_root(synth_options: dict[str, Any] | None = None) -> Path:
-    """The default folder of the ShapesWorld PASCAL_MT written with ``synth_options``: ``outputs/data/pascal-context``
-    for the writer's defaults, ``outputs/data/pascal-context-<8 hex of the options stamp>`` otherwise, so that a
-    preset with another world (e.g. Polyhistor's 96 px tiny world) never meets a folder written for another one."""
-    import hashlib
-    import json
-
-    from common.data.synth.pascal_mt import requested_options
-
-    want = requested_options(**(synth_options or {}))
-    if want == requested_options():
-        return data_dir() / PascalContextMTDataModule.default_dirname
-    digest = hashlib.sha256(json.dumps(want, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return data_dir() / f"{PascalContextMTDataModule.default_dirname}-{digest}"
-
-
 class PascalContextMTDataModule(CVDataModule):
     """PASCAL-Context multi-task (semseg, human parts, saliency, normals) in the PASCAL_MT layout.
 
@@ -361,6 +344,8 @@ class PascalContextMTDataModule(CVDataModule):
         self.synth_if_missing = synth_if_missing
         self.synth_options = dict(synth_options or {})
         if not self.root_given:  # stand-ins of other worlds live side by side, never in each other's folder
+            from common.data.synth.pascal_mt import stand_in_root
+
             self.root = stand_in_root(self.synth_options)
         self.cache_in_memory = cache_in_memory
         self.collate = pascal_collate(self.tasks, self.image_size)

@@ -354,6 +354,19 @@ def requested_options(**kwargs: Any) -> dict[str, Any]:
                     args["num_objects"], args["shapes"], args["object_scale"])
 
 
+def stand_in_root(synth_options: dict[str, Any] | None = None) -> Path:
+    """The default folder of the ShapesWorld PASCAL_MT written with ``synth_options``: ``outputs/data/pascal-context``
+    for the writer's defaults, ``outputs/data/pascal-context-<8 hex of the options stamp>`` otherwise, so that a
+    preset with another world (e.g. Polyhistor's 96 px tiny world) never meets a folder written for another one."""
+    import hashlib
+
+    want = requested_options(**(synth_options or {}))
+    if want == requested_options():
+        return data_dir() / "pascal-context"
+    digest = hashlib.sha256(json.dumps(want, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return data_dir() / f"pascal-context-{digest}"
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------------------------

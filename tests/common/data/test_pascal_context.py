@@ -24,7 +24,6 @@ from common.data.pascal_context import (
     PascalContextMTDataModule,
     PascalLayoutError,
     SampleError,
-    stand_in_root,
 )
 from common.data.synth import pascal_mt
 from common.data.synth.__main__ import main as synth_main
@@ -323,7 +322,7 @@ def test_root_null_writes_the_stand_in_at_the_default(tmp_path: Path, monkeypatc
     monkeypatch.setenv("CVINW_DATA", str(tmp_path / "data"))
     assert PascalContextMTDataModule(None).root == tmp_path / "data" / "pascal-context"  # the writer's defaults
     opts = {"num_train": 2, "num_val": 2, "size": 24, "progress": False}
-    root = stand_in_root(opts)
+    root = pascal_mt.stand_in_root(opts)
     assert root.parent == tmp_path / "data" and re.fullmatch(r"pascal-context-[0-9a-f]{8}", root.name)
     dm = PascalContextMTDataModule(None, tasks=["sal"], batch_size=2, synth_options=opts)
     assert dm.root == root and dm.synth_if_missing  # on by default
@@ -360,7 +359,7 @@ def test_other_synth_options_get_their_own_folder_and_a_foreign_stamp_is_refused
     default folder whose stamp records other options (written by hand) names the stamp and the fix, loses nothing."""
     monkeypatch.setenv("CVINW_DATA", str(tmp_path))
     opts = {"num_train": 2, "num_val": 1, "size": 24, "progress": False}
-    root = stand_in_root(opts)
+    root = pascal_mt.stand_in_root(opts)
     PascalContextMTDataModule(None, synth_options=opts).prepare_data()
     assert pascal_mt.written_options(root) == pascal_mt.requested_options(**opts)
     assert pascal_mt.written_options(root)["size"] == [24, 24]
