@@ -226,7 +226,8 @@ class CVInWCLI(LightningCLI):
             if self.subcommand == "fit" and meta.get("run_name"):
                 name = meta["run_name"]
         if not name:
-            name = tracking.new_run_name(setting, None if run.output_dir else outputs_dir() / experiment)
+            name = tracking.new_run_name(setting, None if run.output_dir else outputs_dir() / experiment,
+                                         claim=True)
         os.environ[_RUN_NAME_ENV] = name
         self._run_name = name
         self._run_dir = Path(run.output_dir) if run.output_dir else outputs_dir() / experiment / name

@@ -286,14 +286,26 @@ def run_slug(setting: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", setting)
 
 
-def new_run_name(setting: str, runs_root: Path | None = None, when: float | None = None) -> str:
+def new_run_name(setting: str, runs_root: Path | None = None, when: float | None = None, claim: bool = False) -> str:
     """The default name of a new run of ``setting``: ``<slug>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3`` ... when that
-    folder already exists under ``runs_root`` (two runs started in the same second)."""
+    folder already exists under ``runs_root`` (two runs started in the same second).
+
+    ``claim``: create the run's folder under ``runs_root`` as the name is chosen (an atomic ``mkdir``), so that two
+    processes started in the same second never get the same name (and one folder of checkpoints)."""
     import time
 
     base = f"{run_slug(setting)}-{time.strftime(RUN_STAMP, time.localtime(when))}"
     name, n = base, 1
-    while runs_root is not None and (runs_root / name).exists():
+    while runs_root is not None:
+        if claim:
+            runs_root.mkdir(parents=True, exist_ok=True)
+            try:
+                (runs_root / name).mkdir()
+                break
+            except FileExistsError:
+                pass
+        elif not (runs_root / name).exists():
+            break
         n += 1
         name = f"{base}-{n}"
     return name

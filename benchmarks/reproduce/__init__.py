@@ -239,7 +239,7 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file
 
 def _train_row(plan: Plan, row: Row, h: str, parent: str, sdir: Path, isolate: bool, parallel: bool,
                threads: int | None, checkpoint: str | None = None) -> RowResult:
-    run_name = tracking.new_run_name(row_setting(row), outputs_dir() / plan.experiment)
+    run_name = tracking.new_run_name(row_setting(row), outputs_dir() / plan.experiment, claim=True)
     t0 = time.time()
     try:
         data, cpu = _run_cli(plan, _cli_args(plan, row, parent, checkpoint), isolate,
