@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.reproduce.worker import Workers
 from common import tracking
 from common.errors import DataCheckError
 from common.paths import outputs_dir, project_root
@@ -188,15 +189,39 @@ def _cli_args(plan: Plan, row: Row, parent: str, checkpoint: str | None = None) 
     return args
 
 
+def one_process(row: Row) -> bool:
+    """Whether the row trains in one process (``trainer.devices: 1``, not overridden): only those may run in a
+    reused worker (:mod:`benchmarks.reproduce.worker`); a DDP launcher would re-run the worker's own command."""
+    import yaml
+
+    if any(o.startswith(("--trainer.devices", "--trainer.num_nodes", "--trainer.strategy")) for o in row.overrides):
+        return False
+    try:
+        trainer = (yaml.safe_load(_resolve(row.config).read_text()) or {}).get("trainer") or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return trainer.get("devices") in (1, "1") and trainer.get("num_nodes", 1) == 1
+
+
 def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file: Path | None = None,
-             threads: int | None = None, run_name: str | None = None) -> tuple[dict[str, Any], float]:
+             threads: int | None = None, run_name: str | None = None,
+             workers: Workers | None = None) -> tuple[dict[str, Any], float]:
     """Run one CLI command; returns its summary (``common.cli.run``'s) and its CPU seconds (user + system).
 
     In this process through :func:`common.cli.run`; with ``isolate`` in a subprocess of ``python -m <paper>`` that
-    writes the summary to ``summary`` (``--run.summary_path``). ``run_name`` reaches the CLI through the environment
-    (as it does DDP children), so that the run's ``command`` tag stays the command a user would type."""
+    writes the summary to ``summary`` (``--run.summary_path``), or, given ``workers``, in one of their long-lived
+    processes (the same :func:`common.cli.run`, without a new interpreter's imports). ``run_name`` reaches the CLI
+    through the environment (as it does DDP children), so that the run's ``command`` tag stays the command a user
+    would type."""
     import resource
 
+    if isolate and workers is not None and log_file is not None:
+        summary.unlink(missing_ok=True)
+        ok, error, cpu = workers.run(args, f"python -m {plan.cli_module}", {_CLI_ENV[0]: run_name} if run_name else {},
+                                     log_file, summary)
+        if not ok:
+            raise RuntimeError(f"{error}; its output is in {log_file}")
+        return json.loads(summary.read_text()), cpu
     if isolate:
         env = dict(os.environ)
         for k in _CLI_ENV:
@@ -238,13 +263,13 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file
 
 
 def _train_row(plan: Plan, row: Row, h: str, parent: str, sdir: Path, isolate: bool, parallel: bool,
-               threads: int | None, checkpoint: str | None = None) -> RowResult:
+               threads: int | None, checkpoint: str | None = None, workers: Workers | None = None) -> RowResult:
     run_name = tracking.new_run_name(row_setting(row), outputs_dir() / plan.experiment, claim=True)
     t0 = time.time()
     try:
         data, cpu = _run_cli(plan, _cli_args(plan, row, parent, checkpoint), isolate,
                              sdir / f"{row.key}.summary.json", sdir / f"{row.key}.log" if parallel else None,
-                             threads, run_name)
+                             threads, run_name, workers if workers is not None and one_process(row) else None)
         if not data:
             raise RuntimeError("the CLI returned no summary")
         res = RowResult(row.key, "finished", h, {k: float(v) for k, v in data.get("metrics", {}).items()},
@@ -265,8 +290,10 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
              log: Callable[[str], None] = _print) -> tuple[str, dict[str, RowResult]]:
     """Run (or reuse) every row of ``plan``; returns the parent run id and the results by row key.
 
-    ``jobs > 1`` trains that many rows at once, each in its own process (``threads`` torch threads each; their
-    output goes to ``<state>/<row>.log``): on a 2-core machine, two 1-thread rows beat one 2-thread row.
+    ``jobs > 1`` trains that many rows at once, each in another process (``threads`` torch threads each; their
+    output goes to ``<state>/<row>.log``): on a 2-core machine, two 1-thread rows beat one 2-thread row. Rows on
+    one device run in ``jobs`` reused worker processes (:mod:`benchmarks.reproduce.worker`: the interpreter's
+    start-up once per worker, not once per row); ``isolate`` gives every row a fresh process instead.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -308,10 +335,12 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
             return f"elapsed {_fmt_seconds(elapsed)}, ETA after the first row"
         return f"elapsed {_fmt_seconds(elapsed)}, ETA {_fmt_seconds(elapsed / done_cost * (total_cost - done_cost))}"
 
+    workers = Workers(threads or 1) if parallel and not isolate else None
+
     def start_row(row: Row, h: str, isolate_: bool, parallel_: bool, threads_: int | None) -> RowResult:
         """Run a row, giving a ``checkpoint_of`` row its model's checkpoint (a failed model: the row fails)."""
         if not row.checkpoint_of:
-            return _train_row(plan, row, h, parent, sdir, isolate_, parallel_, threads_)
+            return _train_row(plan, row, h, parent, sdir, isolate_, parallel_, threads_, workers=workers)
         dep = results.get(row.checkpoint_of)
         ckpt = dep.checkpoint if dep is not None and dep.status == "finished" else None
         if not ckpt or not Path(ckpt).is_file():
@@ -319,7 +348,8 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
             res = RowResult(row.key, "failed", h, error=f"nothing to evaluate: {why}")
             (sdir / f"{row.key}.json").write_text(json.dumps(asdict(res), indent=2, sort_keys=True))
             return res
-        return _train_row(plan, row, config_hash(row, ckpt), parent, sdir, isolate_, parallel_, threads_, ckpt)
+        return _train_row(plan, row, config_hash(row, ckpt), parent, sdir, isolate_, parallel_, threads_, ckpt,
+                          workers)
 
     def finished(row: Row, res: RowResult) -> None:
         nonlocal done_cost
@@ -336,7 +366,7 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
             log(f"\n[reproduce] row {i}/{len(todo)}: {row.label} ({row.key}) -- {eta()}")
             finished(row, start_row(row, h, isolate, False, threads))
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        with ThreadPoolExecutor(max_workers=jobs) as pool, _closing(workers):
             pending: dict = {}
             while queue or pending:
                 running = {r.key for r in pending.values()} | {r.key for _, (r, _) in queue}
@@ -358,8 +388,24 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
     tracking.client().set_tag(parent, "rows_failed", ",".join(failed) or "none")
     cpu = sum(results[r.key].cpu_seconds or 0.0 for r, _ in todo)
     log(f"\n[reproduce] {len(todo)} rows trained in {_fmt_seconds(time.time() - start)} "
-        f"(CPU {_fmt_seconds(cpu)} over {max(1, jobs)} job(s))" + (f"; failed: {', '.join(failed)}" if failed else ""))
+        f"(CPU {_fmt_seconds(cpu)} over {max(1, jobs)} job(s)"
+        + (f", {workers.started} worker process(es))" if workers is not None else ")")
+        + (f"; failed: {', '.join(failed)}" if failed else ""))
     return parent, results
+
+
+class _closing:
+    """``with _closing(workers)``: close the worker pool (if any) however the rows end."""
+
+    def __init__(self, workers: Workers | None) -> None:
+        self.workers = workers
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.workers is not None:
+            self.workers.close()
 
 
 def _data_override(overrides: list[str]) -> dict[str, Any]:

@@ -161,3 +161,34 @@ def test_data_argument_checks_name_the_problem(paper: str, tmp_path: Path) -> No
     missing = tmp_path / "nowhere"
     with pytest.raises(DataCheckError, match=f"DATA={missing}.*does not exist"):
         make_plan("paper", str(missing))
+
+
+def test_parallel_rows_reuse_worker_processes_with_the_results_of_fresh_ones(tmp_path, outputs) -> None:
+    """jobs=2 trains rows in two reused worker processes: the same metrics as one process per row (--isolate) and
+    as in this process; a row whose process dies fails alone (its log kept) and the next row gets a new worker."""
+    cfg = _toy_config(tmp_path)
+    rows = [Row(f"toy{i}", f"Toy {i}", str(cfg), ["--trainer.max_epochs=1", f"--seed_everything={i}", QUIET])
+            for i in range(3)]  # 3 rows on 2 workers: one worker trains two
+    lines: list[str] = []
+    _, reused = run_plan(Plan("toypaper", "smoke", rows, cli_module="polyhistor", experiment="cvinw"),
+                         jobs=2, log=lines.append)
+    assert all(r.status == "finished" for r in reused.values()), [r.error for r in reused.values()]
+    assert "2 worker process(es)" in lines[-1], lines[-1]
+    assert all(r.cpu_seconds and r.cpu_seconds > 0 for r in reused.values())
+    _, fresh = run_plan(Plan("toypaper", "smoke", rows, cli_module="polyhistor", experiment="cvinw"),
+                        force=True, isolate=True, jobs=2, log=lambda msg: None)
+    _, inproc = run_plan(Plan("toypaper", "smoke", rows, cli_module="polyhistor", experiment="cvinw"),
+                         force=True, log=lambda msg: None)
+    for k in reused:
+        assert reused[k].metrics["val/loss"] == fresh[k].metrics["val/loss"] == inproc[k].metrics["val/loss"], k
+    assert len({reused[k].metrics["val/loss"] for k in reused}) == 3  # the seeds did reach the rows
+
+    crash = Row("crash", "Crashing row", str(cfg), ["--trainer.max_epochs=1", QUIET,
+                                                    "--trainer.callbacks+=tests.helpers.toy.ExitInFit"])
+    lines.clear()
+    _, res = run_plan(Plan("toypaper", "smoke", [crash, rows[0]], cli_module="polyhistor",
+                           experiment="cvinw"), force=True, jobs=2, log=lines.append)
+    assert res["crash"].status == "failed" and "exited with status 7" in res["crash"].error, res["crash"].error
+    assert res["toy0"].status == "finished"
+    assert res["toy0"].metrics["val/loss"] == reused["toy0"].metrics["val/loss"]
+    assert (state_dir("toypaper", "smoke") / "crash.log").is_file()
