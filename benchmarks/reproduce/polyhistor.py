@@ -8,6 +8,7 @@ runs (one per task); its parameters are their sum and its metrics each run's own
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ from polyhistor.module import LOWER_IS_BETTER, MAIN_METRIC
 COST = {"single_task": 0.35, "decoders_only": 0.4, "mtl_full_ft": 0.6, "vl_adapter": 0.5, "adapter": 1.0,
         "bitfit": 0.9, "vpt_shallow": 1.0, "vpt_deep": 1.3, "compacter": 1.1, "compacter_pp": 1.0, "lora": 0.9,
         "hyperformer": 1.2, "polyhistor": 1.2, "polyhistor_lite": 1.2, "conv_adapter": 1.2}
+#: tiny: the rows the issue's claims compare (decoders-only against the PEFT rows) run at these seeds too (the
+#: config's own seed, 42, is the row without a suffix; ``<row>_seed<S>`` are the others); mean ± std in the table
+EXTRA_SEEDS: dict[str, tuple[int, ...]] = {"tiny": (43, 44)}
+SEEDED_METHODS = ("decoders_only", "adapter", "hyperformer", "polyhistor", "polyhistor_lite")
 COLUMNS = [("semseg", "SemSeg mIoU ↑"), ("human_parts", "Parts mIoU ↑"), ("sal", "Sal mIoU ↑"),
            ("normals", "Normals mean° ↓")]
 
@@ -54,6 +59,11 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
                                                          else ""), _config_path(preset, stem), overrides,
                         COST.get(method, 1.0) + 0.3))
     rows.sort(key=lambda r: not r.key.startswith("single_task"))
+    # the extra seeds after every row's first seed: a cut reproduction already holds one seed of every row
+    for seed in EXTRA_SEEDS.get(preset, ()):
+        for row in [r for r in rows if r.key in SEEDED_METHODS]:
+            rows.append(Row(f"{row.key}_seed{seed}", f"{row.label}, seed {seed}", row.config,
+                            row.overrides + [f"--seed_everything={seed}"], row.cost))
     if only:
         unknown = set(only) - {r.key for r in rows}
         if unknown:
@@ -180,10 +190,22 @@ def table_rows(results: dict[str, RowResult], trivial: dict[str, float] | None =
                 continue
             row["status"] = res.status
             row["params_m"] = res.trainable_params / 1e6 if res.trainable_params else None
-            metrics = {t: _main(res, t) for t in TASKS}
-            row["delta_m"] = (delta_m(metrics, baseline, LOWER_IS_BETTER)
-                              if len(baseline) == len(TASKS) and all(v is not None for v in metrics.values())
-                              else None)
+            # every seed of the row that finished (the config's seed first, then ``<name>_seed<S>``)
+            seeds = [r for k, r in sorted(results.items()) if k == name or (k.startswith(f"{name}_seed")
+                                                                          and k[len(name) + 5:].isdigit())]
+            runs = [res] + [r for r in seeds if r is not res]
+            scored = [(r.key, {t: _main(r, t) for t in TASKS}) for r in runs]
+            scored = [(k, m) for k, m in scored if all(v is not None for v in m.values())]
+            per_seed = [m for _k, m in scored]
+            deltas = [delta_m(m, baseline, LOWER_IS_BETTER) for m in per_seed] if len(baseline) == len(TASKS) else []
+            row["delta_m_of"] = dict(zip([k for k, _m in scored], deltas))  # each run's own Δm (MLflow)
+            metrics = ({t: statistics.fmean(m[t] for m in per_seed) for t in TASKS} if per_seed
+                       else {t: None for t in TASKS})
+            row["delta_m"] = statistics.fmean(deltas) if deltas else None
+            row["seeds"] = len(per_seed)
+            if len(per_seed) > 1:
+                row.update({f"{t}_std": statistics.stdev(m[t] for m in per_seed) for t in TASKS})
+                row["delta_m_std"] = statistics.stdev(deltas) if len(deltas) > 1 else None
         row.update(metrics)
         row.update({"params_m_paper": paper.params_m, "semseg_paper": paper.semseg,
                     "human_parts_paper": paper.human_parts, "sal_paper": paper.sal, "normals_paper": paper.normals,
@@ -192,10 +214,11 @@ def table_rows(results: dict[str, RowResult], trivial: dict[str, float] | None =
     return out
 
 
-def _f(v: float | None, digits: int = 2, sign: bool = False) -> str:
+def _f(v: float | None, digits: int = 2, sign: bool = False, std: float | None = None) -> str:
     if v is None:
         return "–"
-    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+    cell = f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+    return cell if std is None else f"{cell} ± {std:.{digits}f}"
 
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
@@ -205,17 +228,19 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
     cols += ["Δm %", "paper"]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(cols) - 1)) + "|"]
     for r in rows:
-        cells = [r["method"] + ("" if r["status"] == "finished" else f" ({r['status']})"),
+        seeds = f" ({r['seeds']} seeds)" if r.get("seeds", 1) > 1 else ""
+        cells = [r["method"] + seeds + ("" if r["status"] == "finished" else f" ({r['status']})"),
                  _f(r["params_m"]), _f(r["params_m_paper"])]
         for t, _title in COLUMNS:
-            cells += [_f(r[t]), _f(r[f"{t}_paper"])]
-        cells += [_f(r["delta_m"], sign=True), _f(r["delta_m_paper"], sign=True)]
+            cells += [_f(r[t], std=r.get(f"{t}_std")), _f(r[f"{t}_paper"])]
+        cells += [_f(r["delta_m"], sign=True, std=r.get("delta_m_std")), _f(r["delta_m_paper"], sign=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-CSV_FIELDS = ["method", "key", "status", "params_m", "params_m_paper", "semseg", "semseg_paper", "human_parts",
-              "human_parts_paper", "sal", "sal_paper", "normals", "normals_paper", "delta_m", "delta_m_paper"]
+CSV_FIELDS = ["method", "key", "status", "seeds", "params_m", "params_m_paper", "semseg", "semseg_std", "semseg_paper",
+              "human_parts", "human_parts_std", "human_parts_paper", "sal", "sal_std", "sal_paper", "normals",
+              "normals_std", "normals_paper", "delta_m", "delta_m_std", "delta_m_paper"]
 
 
 
@@ -235,12 +260,12 @@ def write_results(plan: Plan, results: dict[str, RowResult], parent: str,
     for r in rows:
         if r["delta_m"] is None:
             continue
-        keys = ([f"single_task_{t}" for t in TASKS] if r["key"] == "single_task" else
-                [] if r["key"] == "trivial" else [r["key"]])
-        for k in keys:
+        own = ({f"single_task_{t}": r["delta_m"] for t in TASKS} if r["key"] == "single_task" else
+               r.get("delta_m_of", {}))
+        for k, d in own.items():
             res = results.get(k)
             if res is not None and res.run_id and not res.reused:
-                client.log_metric(res.run_id, "val/delta_m", float(r["delta_m"]))
+                client.log_metric(res.run_id, "val/delta_m", float(d))
         client.log_metric(parent, f"table/{r['key']}/delta_m", float(r["delta_m"]))
         if r["params_m"] is not None:
             client.log_metric(parent, f"table/{r['key']}/params_m", float(r["params_m"]))

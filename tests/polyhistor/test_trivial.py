@@ -1,6 +1,7 @@
 """The trivial row (constant predictor per task) on a hand-made split whose metrics are computed by hand."""
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -72,3 +73,36 @@ def test_table_puts_the_trivial_row_first_with_its_delta_m():
     want = delta_m({"semseg": 10.0, "human_parts": 15.0, "sal": 30.0, "normals": 25.0}, single, ("normals",))
     assert t["delta_m"] == pytest.approx(want) and want == pytest.approx(100 * (-0.75 - 0.5 - 0.5 - 0.25) / 4)
     assert t["params_m_paper"] is None and t["delta_m_paper"] is None
+
+
+def _row(key: str, values: dict[str, float]) -> RowResult:
+    return RowResult(key, "finished", "h", trainable_params=1000,
+                     metrics={f"val/{t}/{'mean' if t == 'normals' else 'mIoU'}": v for t, v in values.items()})
+
+
+def test_seeded_rows_show_mean_and_std_and_each_run_keeps_its_own_delta_m():
+    from benchmarks.reproduce.polyhistor import EXTRA_SEEDS, SEEDED_METHODS, make_plan, markdown
+
+    single = {"semseg": 40.0, "human_parts": 30.0, "sal": 60.0, "normals": 20.0}
+    results = {f"single_task_{t}": _row(f"single_task_{t}", {t: v}) for t, v in single.items()}
+    seeds = {"adapter": 30.0, "adapter_seed43": 32.0, "adapter_seed44": 37.0}
+    for k, semseg in seeds.items():
+        results[k] = _row(k, {**single, "semseg": semseg})
+    results["adapterx_seed43"] = _row("adapterx_seed43", {**single, "semseg": 0.0})  # not a seed of "adapter"
+    row = next(r for r in table_rows(results) if r["key"] == "adapter")
+    assert row["seeds"] == 3 and row["semseg"] == pytest.approx(33.0)
+    assert row["semseg_std"] == pytest.approx(statistics.stdev([30.0, 32.0, 37.0]))
+    assert row["human_parts_std"] == 0.0
+    own = {k: delta_m({**single, "semseg": v}, single, ("normals",)) for k, v in seeds.items()}
+    assert row["delta_m_of"] == pytest.approx(own)
+    assert row["delta_m"] == pytest.approx(statistics.fmean(own.values()))
+    assert row["delta_m_std"] == pytest.approx(statistics.stdev(own.values()))
+    line = next(ln for ln in markdown(table_rows(results), "h").splitlines() if ln.startswith("| Adapter"))
+    assert "(3 seeds)" in line and f"33.00 ± {row['semseg_std']:.2f}" in line
+    # the tiny plan runs every seeded row at the extra seeds, after the first seed of every row
+    keys = [r.key for r in make_plan("tiny").rows]
+    extra = [k for k in keys if "_seed" in k]
+    assert len(extra) == len(SEEDED_METHODS) * len(EXTRA_SEEDS["tiny"])
+    assert keys.index(extra[0]) == len(keys) - len(extra)
+    assert next(r for r in make_plan("tiny").rows if r.key == "adapter_seed44").overrides[-1] == "--seed_everything=44"
+    assert not [r for r in make_plan("smoke").rows if "_seed" in r.key]
