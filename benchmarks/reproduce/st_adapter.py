@@ -145,8 +145,9 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     order = {m: i for i, m in enumerate(METHOD_LABEL)}
     rows.sort(key=lambda r: (seed_of[r.key] is not None, by_key[r.key].dataset != "ssv2", by_key[r.key].arch,
                              by_key[r.key].frames, order[by_key[r.key].method]))
+    # tiny: two 1-thread rows at once use a 2-core machine best (12 rows with the SSv2 seeds)
     plan = Plan("st_adapter", preset, rows, cli_module="st_adapter", experiment="st_adapter",
-                info={"data": data, "settings": by_key, "seeds": seed_of})
+                info={"data": data, "settings": by_key, "seeds": seed_of}, jobs=2 if preset == "tiny" else 1)
     plan.prepare = lambda: prepare(plan)
     if roots:  # the real (or given) datasets: each one's layout checked before the first row
         plan.check = lambda: check_datamodules(
