@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.reproduce.worker import Workers
+from benchmarks.reproduce.worker import ROW_ENV, Workers, run_in_process
 from common import tracking
 from common.errors import DataCheckError
 from common.paths import outputs_dir, project_root
@@ -46,7 +46,7 @@ __all__ = ["DataCheckError", "Plan", "Row", "RowResult", "check_data_arg", "chec
            "mean_std", "run_plan", "save_table", "state_dir"]
 
 #: environment variables the CLI uses to pass a run's identity to DDP children; cleared between in-process rows
-_CLI_ENV = ("CVINW_RUN_NAME", "CVINW_MLFLOW_RUN_ID")
+_CLI_ENV = ROW_ENV
 
 
 @dataclass
@@ -213,8 +213,6 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file
     processes (the same :func:`common.cli.run`, without a new interpreter's imports). ``run_name`` reaches the CLI
     through the environment (as it does DDP children), so that the run's ``command`` tag stays the command a user
     would type."""
-    import resource
-
     if isolate and workers is not None and log_file is not None:
         summary.unlink(missing_ok=True)
         ok, error, cpu = workers.run(args, f"python -m {plan.cli_module}", {_CLI_ENV[0]: run_name} if run_name else {},
@@ -242,24 +240,7 @@ def _run_cli(plan: Plan, args: list[str], isolate: bool, summary: Path, log_file
             where = f"; its output is in {log_file}" if log_file is not None else ""
             raise RuntimeError(f"the CLI exited with status {proc.returncode}{where}")
         return json.loads(summary.read_text()), usage.ru_utime + usage.ru_stime
-    from common.cli import run
-
-    for k in _CLI_ENV:
-        os.environ.pop(k, None)
-    if run_name:
-        os.environ[_CLI_ENV[0]] = run_name
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        data = run(args, prog=f"python -m {plan.cli_module}")
-    except SystemExit as err:  # argument errors and the NaN guard exit
-        if err.code not in (0, None):
-            raise RuntimeError(f"the CLI exited with status {err.code}") from err
-        data = {}
-    finally:
-        for k in _CLI_ENV:
-            os.environ.pop(k, None)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return data, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return run_in_process(args, f"python -m {plan.cli_module}", {_CLI_ENV[0]: run_name} if run_name else {})
 
 
 def _train_row(plan: Plan, row: Row, h: str, parent: str, sdir: Path, isolate: bool, parallel: bool,
@@ -296,6 +277,7 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
     start-up once per worker, not once per row); ``isolate`` gives every row a fresh process instead.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    from contextlib import closing, nullcontext
 
     from common import tracking
 
@@ -366,7 +348,7 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
             log(f"\n[reproduce] row {i}/{len(todo)}: {row.label} ({row.key}) -- {eta()}")
             finished(row, start_row(row, h, isolate, False, threads))
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool, _closing(workers):
+        with ThreadPoolExecutor(max_workers=jobs) as pool, (closing(workers) if workers else nullcontext()):
             pending: dict = {}
             while queue or pending:
                 running = {r.key for r in pending.values()} | {r.key for _, (r, _) in queue}
@@ -392,20 +374,6 @@ def run_plan(plan: Plan, force: bool = False, isolate: bool = False, jobs: int =
         + (f", {workers.started} worker process(es))" if workers is not None else ")")
         + (f"; failed: {', '.join(failed)}" if failed else ""))
     return parent, results
-
-
-class _closing:
-    """``with _closing(workers)``: close the worker pool (if any) however the rows end."""
-
-    def __init__(self, workers: Workers | None) -> None:
-        self.workers = workers
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.workers is not None:
-            self.workers.close()
 
 
 def _data_override(overrides: list[str]) -> dict[str, Any]:

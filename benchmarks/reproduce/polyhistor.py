@@ -8,6 +8,7 @@ runs (one per task); its parameters are their sum and its metrics each run's own
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from pathlib import Path
@@ -190,10 +191,8 @@ def table_rows(results: dict[str, RowResult], trivial: dict[str, float] | None =
                 continue
             row["status"] = res.status
             row["params_m"] = res.trainable_params / 1e6 if res.trainable_params else None
-            # every seed of the row that finished (the config's seed first, then ``<name>_seed<S>``)
-            seeds = [r for k, r in sorted(results.items()) if k == name or (k.startswith(f"{name}_seed")
-                                                                          and k[len(name) + 5:].isdigit())]
-            runs = [res] + [r for r in seeds if r is not res]
+            # the config's seed first, then the row's other seeds (``<name>_seed<S>``)
+            runs = [res] + [r for k, r in sorted(results.items()) if re.fullmatch(rf"{re.escape(name)}_seed\d+", k)]
             scored = [(r.key, {t: _main(r, t) for t in TASKS}) for r in runs]
             scored = [(k, m) for k, m in scored if all(v is not None for v in m.values())]
             per_seed = [m for _k, m in scored]

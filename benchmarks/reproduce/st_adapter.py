@@ -123,7 +123,7 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     else:
         chosen = [s for s in candidates if _default_rows(s)]
     rows, skipped, by_key, seed_of = [], [], {}, {}
-    for s, seed in [(s, seed) for s in chosen for seed in seeds_of(s)]:
+    for s, seed in [(st, sd) for st in chosen for sd in seeds_of(st)]:
         overrides: list[str] = [] if seed is None else [f"--seed_everything={seed}"]
         if roots:
             if s.dataset not in roots:

@@ -30,33 +30,43 @@ MAX_ROWS_PER_WORKER = 40
 
 
 def _cpu() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
 
 
-def _run_one(req: dict[str, Any]) -> dict[str, Any]:
+def run_in_process(args: list[str], prog: str | None, env: dict[str, str]) -> tuple[dict[str, Any], float]:
+    """One CLI command through :func:`common.cli.run` in this process, with ``env`` (the row's run identity) set
+    only while it runs; returns its summary and this process's CPU seconds for it. A bad command line or the NaN
+    guard's exit (``SystemExit`` other than 0) raises ``RuntimeError``. Used by the driver's in-process rows
+    (``jobs == 1``) and by every row of a worker."""
     from common.cli import run
 
     for k in ROW_ENV:
         os.environ.pop(k, None)
-    os.environ.update(req.get("env") or {})
+    os.environ.update(env)
     before = _cpu()
     try:
-        summary = run(req["args"], prog=req.get("prog"))
-        Path(req["summary"]).write_text(json.dumps(summary, default=str))
-        return {"ok": True, "cpu": _cpu() - before}
+        summary = run(args, prog=prog)
     except SystemExit as err:  # argument errors and the NaN guard exit
-        if err.code in (0, None):
-            Path(req["summary"]).write_text("{}")
-            return {"ok": True, "cpu": _cpu() - before}
-        return {"ok": False, "error": f"the CLI exited with status {err.code}", "cpu": _cpu() - before}
+        if err.code not in (0, None):
+            raise RuntimeError(f"the CLI exited with status {err.code}") from err
+        summary = {}
+    finally:
+        for k in ROW_ENV:
+            os.environ.pop(k, None)
+    return summary, _cpu() - before
+
+
+def _run_one(req: dict[str, Any]) -> dict[str, Any]:
+    before = _cpu()
+    try:
+        summary, cpu = run_in_process(req["args"], req.get("prog"), req.get("env") or {})
+        Path(req["summary"]).write_text(json.dumps(summary, default=str))
+        return {"ok": True, "cpu": cpu}
     except BaseException as err:  # noqa: BLE001 - one row's failure is reported, the worker goes on
         traceback.print_exc()
         return {"ok": False, "error": "".join(traceback.format_exception_only(type(err), err)).strip(),
                 "cpu": _cpu() - before}
-    finally:
-        for k in ROW_ENV:
-            os.environ.pop(k, None)
 
 
 def main() -> None:
