@@ -81,8 +81,10 @@ SHAPES_MODELS: dict[str, ShapesModel] = {
             image_size=64,
             mean=OPENAI_MEAN,
             std=OPENAI_STD,
+            # 2,400 steps (was 600): zero-shot shape accuracy 33% -> 66% on seen, 26% -> 52% on held-out combos;
+            # at 600 steps the CLIP named colours, not shapes, and MaskCLIP / ViFi-CLIP tables sat near noise
             recipe=TrainRecipe(
-                steps=600, batch_size=64, lr=2e-3, weight_decay=0.1, hard_negative_frac=0.5, short_caption_frac=0.9
+                steps=2400, batch_size=64, lr=2e-3, weight_decay=0.1, hard_negative_frac=0.5, short_caption_frac=0.9
             ),
             description="open_clip CLIP: ViT (64 px, patch 8, width 64, 4 layers) + text transformer (width 64, 3 layers, context 32), contrastive on ShapesWorld captions",
         ),
