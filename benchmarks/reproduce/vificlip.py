@@ -130,8 +130,10 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     rows: list[Row] = []
 
     def add(key: str, method: str, command: str, label: str, extra: list[str], checkpoint_of: str | None = None,
-            base_common: bool = True) -> None:
-        cfg = _config(preset, METHODS[method][1])
+            base_common: bool = True, b2n: bool = False) -> None:
+        # base-to-novel rows read the preset's b2n config of the method where there is one (its own lr)
+        cfg = (b2n and method != "prompting" and _config(preset, f"b2n-{METHODS[method][1]}")) or \
+            _config(preset, METHODS[method][1])
         if cfg is None:
             return
         ov = [*(common if base_common else [o for o in common if not o.startswith("--data.init_args.root")]),
@@ -162,11 +164,11 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
                 continue  # the paper preset's base-to-novel rows: bridge-and-prompt's base fit (see README)
             key = _key(f"{m}_b2n", seed, seeds)
             add(key, m, "fit", f"{METHODS[m][0]} (trained on the base classes{tag})",
-                sd + ([] if m == "prompting" else [split + "base"]))
+                sd + ([] if m == "prompting" else [split + "base"]), b2n=True)
             if preset != "paper":
                 add(_key(f"{m}_b2n_novel", seed, seeds), m, "validate",
                     f"{METHODS[m][0]} trained on base, validated on the novel classes{tag}", sd + [split + "novel"],
-                    key)
+                    key, b2n=True)
     if only:
         unknown = set(only) - {r.key for r in rows}
         if unknown:

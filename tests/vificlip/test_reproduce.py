@@ -8,12 +8,14 @@ import csv
 import json
 
 import pytest
+import yaml
 
 from benchmarks.reproduce import DataCheckError, state_dir
 from benchmarks.reproduce.__main__ import main
 from benchmarks.reproduce.vificlip import make_plan
 from common import tracking
 from common.data.kinetics import Kinetics400DataModule
+from common.paths import project_root
 
 ASKED = ["zero_shot", "zero_shot_base", "zero_shot_novel", "zero_shot_heldout", "vificlip_heldout",
          "vificlip_b2n_novel"]
@@ -111,3 +113,15 @@ def test_plans_and_the_paper_data_check(tmp_path, mlflow_store, monkeypatch, cap
             assert [o for o in fit.overrides if o.startswith("--seed")] == [
                 o for o in r.overrides if o.startswith("--seed")]
             assert any(o.endswith("class_split=novel") or "kinetics400-heldout" in o for o in r.overrides)
+    # base-to-novel fits read their own b2n configs (trained on the base half at a lower lr than the full rows)
+    def init_args(row_key: str) -> dict:
+        row = next(r for r in tiny if r.key == row_key)
+        return yaml.safe_load((project_root() / row.config).read_text())["model"]["init_args"]
+
+    for m in ("image_ft", "text_ft", "vificlip"):
+        b2n = next(r for r in tiny if r.key == f"{m}_b2n")
+        assert b2n.config.endswith(f"_b2n-{m.replace('_', '-')}.yaml") and "--data.init_args.class_split=base" in \
+            b2n.overrides
+        assert init_args(f"{m}_b2n")["method"] == init_args(m)["method"] == m
+        assert init_args(f"{m}_b2n")["lr"] < init_args(m)["lr"]
+    assert next(r for r in tiny if r.key == "prompting_b2n").config.endswith("_b2n-prompting.yaml")

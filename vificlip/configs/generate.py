@@ -33,9 +33,10 @@ Presets:
   normalisation (the tiny CLIP's own), no colour jitter or grayscale (the classes are named by colour: with them
   the tiny ViFi-CLIP fell from 66.7% zero-shot to 45.8% top-1 after 10 epochs), Mixup/CutMix off (a 6-epoch
   schedule on ~300 clips [ours]), lr 3e-4, bare class names as the prompt of every method (the tiny CLIP never saw
-  "a photo of a ..."; see vificlip/README.md, 'At tiny scale'); base-to-novel
-  uses the datamodule's seeded half/half class split and prompts start from the ShapesWorld CLIP (no tiny K400
-  ViFi-CLIP checkpoint is produced yet).
+  "a photo of a ..."; see vificlip/README.md, 'At tiny scale'); base-to-novel (``*_b2n-<method>``, trained on
+  ``class_split: base``) at lr 1e-4, a third of the fully supervised rows' as the paper's b2n lr is a tenth of
+  theirs, uses the datamodule's seeded half/half class split; prompts start from the ShapesWorld CLIP (no tiny
+  K400 ViFi-CLIP checkpoint is produced yet).
 * ``smoke``: seconds (CI): random-init ``shapes-clip-tiny``, 4 frames, two training batches, Mixup/CutMix on (the
   code path is exercised), 4 + 4 prompt tokens, depth 2.
 
@@ -117,6 +118,12 @@ def _small(preset: str) -> list[Setting]:
     epochs = {"tiny": 6, "smoke": 1}[preset]
     prompts = (8, 3) if preset == "tiny" else (4, 2)
     out = [Setting(preset, "k400", m, frames, lr=lr, epochs=epochs) for m in ("vificlip", "image_ft", "text_ft")]
+    # base-to-novel fine-tuning at a lower lr than the fully supervised rows, as the paper does (2e-6 vs 2.2e-5):
+    # tiny 1e-4 vs 3e-4. At 3e-4 every fine-tuned row lost novel accuracy against zero-shot (ViFi-CLIP 81.2 vs
+    # 85.4); at 1e-4 it keeps base (95.1) and gains on novel (89.6, 3 seeds) [ours, vificlip/README.md]
+    b2n_lr = {"tiny": 1e-4, "smoke": 1e-4}[preset]
+    out += [Setting(preset, "k400", m, frames, "b2n", lr=b2n_lr, epochs=epochs, data={"class_split": "base"})
+            for m in ("vificlip", "image_ft", "text_ft")]
     out.append(Setting(preset, "k400", "zero_shot", frames, epochs=0))
     out.append(Setting(preset, "k400", "prompting", frames, "b2n", lr=4e-2 if preset == "tiny" else 1e-2,
                        epochs=epochs, prompts=prompts, data={"class_split": "base"}))
