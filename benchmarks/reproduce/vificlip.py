@@ -132,8 +132,8 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     def add(key: str, method: str, command: str, label: str, extra: list[str], checkpoint_of: str | None = None,
             base_common: bool = True, b2n: bool = False) -> None:
         # base-to-novel rows read the preset's b2n config of the method where there is one (its own lr)
-        cfg = (b2n and method != "prompting" and _config(preset, f"b2n-{METHODS[method][1]}")) or \
-            _config(preset, METHODS[method][1])
+        suffix = METHODS[method][1]
+        cfg = (b2n and _config(preset, f"b2n-{suffix}")) or _config(preset, suffix)
         if cfg is None:
             return
         ov = [*(common if base_common else [o for o in common if not o.startswith("--data.init_args.root")]),
