@@ -53,3 +53,43 @@ def test_routing_needs_every_task_and_sizes_are_checked():
     with pytest.raises(KeyError):
         with ctx.use("c"):
             pass
+
+
+def test_stacked_adapter_equals_each_adapter_on_its_chunk_with_and_without_norm():
+    """n adapters in two batched matmuls give each chunk its own adapter (and the per-chunk layer norm)."""
+    from common.peft.adapter import stacked_bottleneck_adapter
+
+    torch.manual_seed(0)
+    n, dim, b = 3, 8, 4
+    mods = [BottleneckAdapter(dim, b, zero_init=False) for _ in range(n)]
+    h = torch.randn(n * 2, 5, dim)
+    w = [torch.stack([getattr(getattr(m, lay), k) for m in mods]) for lay in ("down", "up") for k in ("weight", "bias")]
+    expected = torch.cat([m(c) for m, c in zip(mods, h.chunk(n))])
+    assert torch.allclose(stacked_bottleneck_adapter(h, *w), expected, atol=1e-6)
+    assert torch.allclose(BottleneckAdapter.stacked_forward(mods, h), expected, atol=1e-6)
+    nw, nb = torch.randn(n, dim), torch.randn(n, dim)
+    with_norm = torch.cat([c + torch.nn.functional.layer_norm(m(c) - c, (dim,), nw[i], nb[i], 1e-6)
+                           for i, (m, c) in enumerate(zip(mods, h.chunk(n)))])
+    assert torch.allclose(stacked_bottleneck_adapter(h, *w, norm=(nw, nb, 1e-6)), with_norm, atol=1e-5)
+    with pytest.raises(RuntimeError, match="equal chunks"):
+        stacked_bottleneck_adapter(h[:5], *w)
+
+
+def test_task_routed_runs_stacked_adapters_batched_and_per_task_otherwise():
+    """The batched path gives the same rows as one adapter per task; modules with different activations fall back."""
+    torch.manual_seed(0)
+    ctx = TaskContext(["a", "b"])
+    routed = TaskRouted({"a": BottleneckAdapter(6, 2, zero_init=False),
+                         "b": BottleneckAdapter(6, 2, "relu", zero_init=False)}, ctx)
+    x = torch.randn(4, 6)
+    with ctx.use("a"):
+        ya = routed(x[:2])
+    with ctx.use("b"):
+        yb = routed(x[2:])
+    with ctx.use_stacked(["a", "b"]):  # different activations: one by one
+        assert torch.allclose(routed(x), torch.cat([ya, yb]), atol=1e-6)
+    routed.per_task["b"] = BottleneckAdapter(6, 2, zero_init=False)
+    with ctx.use("b"):
+        yb = routed(x[2:])
+    with ctx.use_stacked(["a", "b"]):
+        assert torch.allclose(routed(x), torch.cat([ya, yb]), atol=1e-6)
