@@ -92,3 +92,20 @@ def test_param_groups_custom_rule_and_callable_multiplier() -> None:
 def test_adamw_refuses_a_model_with_nothing_to_train() -> None:
     with pytest.raises(ValueError, match="no trainable parameters"):
         adamw(nn.Linear(2, 2).requires_grad_(False), 1e-3, 0.0)
+
+
+def test_adamw_is_fused_on_cpu_and_steps_like_the_reference_loop() -> None:
+    torch.manual_seed(0)
+    a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    opt = adamw(a, 1e-2, 0.1)
+    assert opt.defaults["fused"] is True
+    ref = torch.optim.AdamW(param_groups(b, 0.1, 1e-2), lr=1e-2, foreach=False)
+    x = torch.randn(5, 4)
+    for _ in range(3):
+        for model, o in ((a, opt), (b, ref)):
+            o.zero_grad()
+            model(x).square().sum().backward()
+            o.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
