@@ -99,6 +99,7 @@ class PolyhistorModule(CVModule):
         warmup_epochs: float = 0.0,
         backbone_lr_scale: float = 1.0,
         generator_lr_scale: float | Literal["auto"] = 1.0,
+        peft_lr_scale: float = 1.0,
         single_task_baseline: dict[str, float] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -125,6 +126,9 @@ class PolyhistorModule(CVModule):
         z = self.net.encoder.cfg.hyper_z
         self.generator_lr_scale = (math.sqrt(math.pi / 2) / z if generator_lr_scale == "auto"
                                    else float(generator_lr_scale))
+        if peft_lr_scale <= 0:
+            raise ValueError(f"peft_lr_scale must be > 0, got {peft_lr_scale}")
+        self.peft_lr_scale = float(peft_lr_scale)
         self.eval_metrics = nn.ModuleDict({
             stage: nn.ModuleDict({t: _task_metrics(t, outputs[t], self.ignore_index) for t in self.tasks})
             for stage in ("val", "test")})
@@ -204,10 +208,13 @@ class PolyhistorModule(CVModule):
 
     # ------------------------------------------------------------------ optimisation
     def lr_multiplier(self, name: str, param: nn.Parameter) -> float:
-        """The Swin's own weights at ``backbone_lr_scale``, hypernetwork generators at ``generator_lr_scale``."""
+        """The Swin's own weights at ``backbone_lr_scale``; the encoder-side PEFT weights at ``peft_lr_scale``
+        (hypernetwork generators at ``peft_lr_scale * generator_lr_scale``); the decoders at 1."""
         enc = self.net.encoder
         if any(p is param for n, p in enc.swin.named_parameters() if ".deltas." not in n):
             return self.backbone_lr_scale
         if any(p is param for p in enc.generator_parameters()):
-            return self.generator_lr_scale
+            return self.peft_lr_scale * self.generator_lr_scale
+        if any(p is param for p in enc.parameters()):  # adapters, LoRA, prompts, BitFit deltas, hypernet rest
+            return self.peft_lr_scale
         return 1.0

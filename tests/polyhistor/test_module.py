@@ -74,6 +74,28 @@ def test_backbone_lr_scale_applies_to_the_swin_weights_only():
         assert group["weight_decay"] == (module.weight_decay if group["params"][0].ndim >= 2 else 0.0)
 
 
+@pytest.mark.parametrize("method", ["adapter", "lora", "bitfit", "polyhistor"])
+def test_peft_lr_scale_applies_to_the_encoder_side_peft_weights_only(method):
+    """Adapters / LoRA / BitFit deltas / hypernetworks at lr x peft_lr_scale (generators also x their own scale), the
+    decoders at lr; the default (1.0) leaves one lr for all."""
+    info = {"tasks": ["semseg", "sal"], "image_size": (32, 32)}
+    module = PolyhistorModule(method=method, pretrained=None, decoder_embed_dim=8, lr=1e-2, peft_lr_scale=0.1,
+                              generator_lr_scale=0.5, data_info=info)
+    enc = {id(p) for p in module.net.encoder.parameters() if p.requires_grad}
+    gen = {id(p) for p in module.net.encoder.generator_parameters()}
+    dec = {id(p) for p in module.net.decoders.parameters()}
+    assert enc and dec
+    for group in module.configure_optimizers()["optimizer"].param_groups:
+        ids = {id(p) for p in group["params"]}
+        want = 5e-4 if ids <= gen else 1e-3 if ids <= enc else 1e-2
+        assert ids <= gen or ids <= enc - gen or ids <= dec
+        assert group["lr"] == pytest.approx(want), (method, want)
+    plain = PolyhistorModule(method=method, pretrained=None, decoder_embed_dim=8, lr=1e-2, data_info=info)
+    assert {g["lr"] for g in plain.configure_optimizers()["optimizer"].param_groups} == {1e-2}
+    with pytest.raises(ValueError, match="peft_lr_scale"):
+        PolyhistorModule(method=method, pretrained=None, peft_lr_scale=0.0, data_info=info)
+
+
 @pytest.mark.parametrize("method", ["hyperformer", "polyhistor"])
 def test_generator_lr_scale_auto_makes_generated_adapters_move_like_plain_ones(method):
     """Adam's first step moves each weight by ~lr; a generated entry then moves by lr * scale * ||c||_1.
