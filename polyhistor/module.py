@@ -72,6 +72,9 @@ class PolyhistorModule(CVModule):
             z = 64; "auto" makes a full generator's (Hyperformer's) weights move at the plain adapter's rate.
             A low-rank pair's product ``L R^T`` then moves slower (about ``lr * rank * |factor|`` per factor step).
             The tiny configs use "auto", the paper configs the default.
+        peft_lr_scale: the encoder-side PEFT weights (adapters, LoRA, prompts, BitFit deltas, hypernetworks; the
+            generators then at ``peft_lr_scale * generator_lr_scale``) use ``lr`` times this; the decoders ``lr``.
+            1.0 (default, every preset): one learning rate, the papers' recipe.
         single_task_baseline: ``{task: main metric}`` of single-task fine-tuning, for ``val/delta_m``.
         data_info: linked from the datamodule.
     """
