@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from common.peft.accounting import freeze, unfreeze
-from common.peft.adapter import BottleneckAdapter, TaskRouted, bottleneck_size, stacked_bottleneck_adapter
+from common.peft.adapter import BottleneckAdapter, TaskRouted, bottleneck_size
 from common.peft.bitfit import add_task_deltas, add_task_norm_deltas, default_bias_predicate
 from common.peft.compacter import CompacterAdapter, phm_rules
 from common.peft.context import TaskContext
@@ -42,7 +42,6 @@ from common.peft.lora import LoRADelta, qkv_slices
 from common.peft.swin import SwinBlockInfo, stage_dims, swin_blocks, swin_stage_features
 from common.peft.vpt import SwinPrompts
 from polyhistor.hypernet import (
-    NORM_EPS,
     AdapterSlot,
     DecomposedAdapterBank,
     FullAdapterBank,
@@ -121,11 +120,7 @@ class GeneratedAdapter(nn.Module):
         if weights is None:
             raise RuntimeError("hyper-adapters run without generated weights; call MultiTaskSwin.forward "
                                "(polyhistor/encoder.py), which generates them once per pass")
-        if self.ctx.stacked is not None:  # every task's weights (leading dim T, the chunks' order) in one pass
-            w = weights["stacked"][self.slot]
-            norm = None if w.norm_weight is None else (w.norm_weight, w.norm_bias, NORM_EPS)
-            return stacked_bottleneck_adapter(out, w.w_down, w.b_down, w.w_up, w.b_up, self.activation, norm)
-        return apply_adapter(out, weights[self.ctx.task][self.slot], self.activation)
+        return self.ctx.per_chunk(out, lambda t, x: apply_adapter(x, weights[t][self.slot], self.activation))
 
 
 def _check_positions(positions: list[str]) -> list[str]:
@@ -299,7 +294,8 @@ class MultiTaskSwin(nn.Module):
         n = len(tasks)
         with self.ctx.use_stacked(tasks):
             if self.bank is not None:  # every task's and layer's weights in one generation per forward
-                self.ctx.cache["adapter_weights"] = {"stacked": self.bank.generate([self.tasks.index(t) for t in tasks])}
+                generated = self.bank([self.tasks.index(t) for t in tasks])
+                self.ctx.cache["adapter_weights"] = dict(zip(tasks, generated))
             feats = swin_stage_features(self.swin, images.repeat(n, 1, 1, 1))
         chunks = [f.chunk(n, dim=0) for f in feats]
         return {t: [c[i] for c in chunks] for i, t in enumerate(tasks)}

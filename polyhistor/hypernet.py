@@ -226,12 +226,6 @@ def sharing_groups(slots: Sequence[AdapterSlot], share: str) -> list[str]:
     return [f"l{s.layer}_p{s.position}" for s in slots]
 
 
-def _per_task(per_slot: list[AdapterWeights], single: bool) -> list[AdapterWeights] | list[list[AdapterWeights]]:
-    """Slot-major weights with a leading task dim -> per task, the list of its slots' weights (one task: that list)."""
-    out = [[w.select(j) for w in per_slot] for j in range(per_slot[0].w_down.shape[0])]
-    return out[0] if single else out
-
-
 def _task_tensor(tasks: int | Sequence[int], device: torch.device) -> tuple[torch.Tensor, bool]:
     single = isinstance(tasks, int)
     return torch.tensor([tasks] if single else list(tasks), dtype=torch.long, device=device), single
@@ -269,20 +263,17 @@ class _SharedGeneratorBank(nn.Module):
         """The generator module that writes slot ``slot``'s adapter."""
         return self.generators[self.groups[slot]]
 
-    def generate(self, tasks: Sequence[int]) -> list[AdapterWeights]:
-        """Per slot, the weights of every task in ``tasks`` (leading dim T): one generation for all of them."""
+    def forward(self, tasks: int | Sequence[int]) -> list[AdapterWeights] | list[list[AdapterWeights]]:
         self.calls += 1
-        ids, _ = _task_tensor(list(tasks), self.layers.device)
+        ids, single = _task_tensor(tasks, self.layers.device)
         cond = self.projector(ids, self.layers, self.positions)  # (T, S, z)
-        out: list[AdapterWeights | None] = [None] * len(self.slots)
+        out: list[list[AdapterWeights | None]] = [[None] * len(self.slots) for _ in range(len(ids))]
         for g, members in self._members.items():
             w = self.generators[g](cond[:, members])  # every task and slot of the group in one call
             for j, slot in enumerate(members):
-                out[slot] = AdapterWeights(*(None if x is None else x[:, j] for x in w))
-        return out  # type: ignore[return-value]
-
-    def forward(self, tasks: int | Sequence[int]) -> list[AdapterWeights] | list[list[AdapterWeights]]:
-        return _per_task(self.generate([tasks] if isinstance(tasks, int) else tasks), isinstance(tasks, int))
+                for t in range(len(ids)):
+                    out[t][slot] = AdapterWeights(*(None if x is None else x[t, j] for x in w))
+        return out[0] if single else out
 
 
 class FullAdapterBank(_SharedGeneratorBank):
@@ -364,14 +355,12 @@ class KroneckerAdapterBank(nn.Module):
         cond = self.projector(tasks)  # (T, z)
         return AdapterWeights(self.down(cond), self.b_down(cond), self.up(cond), self.b_up(cond))
 
-    def generate(self, tasks: Sequence[int]) -> list[AdapterWeights]:
-        """Per slot, the weights of every task in ``tasks`` (leading dim T): one generation for all of them."""
-        self.calls += 1
-        ids, _ = _task_tensor(list(tasks), self.scale_down[0].device)
-        t = self.templates(ids)
-        return [AdapterWeights(kron_scale(self.scale_down[i], t.w_down), kron_scale(self.scale_b_down[i], t.b_down),
-                               kron_scale(self.scale_up[i], t.w_up), kron_scale(self.scale_b_up[i], t.b_up))
-                for i in range(len(self.slots))]
-
     def forward(self, tasks: int | Sequence[int]) -> list[AdapterWeights] | list[list[AdapterWeights]]:
-        return _per_task(self.generate([tasks] if isinstance(tasks, int) else tasks), isinstance(tasks, int))
+        self.calls += 1
+        ids, single = _task_tensor(tasks, self.scale_down[0].device)
+        t = self.templates(ids)
+        per_slot = [AdapterWeights(kron_scale(self.scale_down[i], t.w_down), kron_scale(self.scale_b_down[i], t.b_down),
+                                   kron_scale(self.scale_up[i], t.w_up), kron_scale(self.scale_b_up[i], t.b_up))
+                    for i in range(len(self.slots))]
+        out = [[w.select(j) for w in per_slot] for j in range(len(ids))]
+        return out[0] if single else out

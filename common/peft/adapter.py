@@ -39,38 +39,6 @@ def bottleneck_adapter(
     return h + F.linear(z, w_up, b_up)
 
 
-def stacked_bottleneck_adapter(
-    h: torch.Tensor,
-    w_down: torch.Tensor,
-    b_down: torch.Tensor | None,
-    w_up: torch.Tensor,
-    b_up: torch.Tensor | None,
-    activation: str = "gelu",
-    norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-) -> torch.Tensor:
-    """``n`` adapters on the ``n`` equal chunks of ``h`` along dim 0, in two batched matmuls.
-
-    ``h``: (n * B, ..., dim), chunk ``i`` for adapter ``i``; weights with a leading ``n``: ``w_down`` (n, bottleneck,
-    dim), ``w_up`` (n, dim, bottleneck), biases (n, .). ``norm`` = (weight (n, dim), bias (n, dim), eps): a layer norm
-    on each adapter's output before the residual add (HyperFormer's generated one). Equals
-    ``torch.cat([bottleneck_adapter(c, ...) for c in h.chunk(n)])`` with a quarter of the kernel launches at n = 4,
-    which is what the stacked multi-task pass spends its time on at tiny widths.
-    """
-    n, dim = w_down.shape[0], h.shape[-1]
-    if h.shape[0] % n:
-        raise RuntimeError(f"stacked adapters: a batch of {h.shape[0]} does not split into {n} equal chunks")
-    x = h.reshape(n, -1, dim)
-    z = torch.bmm(x, w_down.transpose(1, 2)) if b_down is None else torch.baddbmm(
-        b_down.unsqueeze(1), x, w_down.transpose(1, 2))
-    z = activation_fn(activation)(z)
-    out = torch.bmm(z, w_up.transpose(1, 2)) if b_up is None else torch.baddbmm(
-        b_up.unsqueeze(1), z, w_up.transpose(1, 2))
-    if norm is not None:
-        weight, bias, eps = norm
-        out = torch.addcmul(bias.unsqueeze(1), F.layer_norm(out, (dim,), eps=eps), weight.unsqueeze(1))
-    return (x + out).reshape(h.shape)
-
-
 def bottleneck_size(dim: int, reduction: float) -> int:
     """``dim / reduction`` rounded, at least 1 (the adapter's hidden width)."""
     if reduction <= 0:
@@ -96,22 +64,12 @@ class BottleneckAdapter(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return bottleneck_adapter(h, self.down.weight, self.down.bias, self.up.weight, self.up.bias, self.activation)
 
-    @staticmethod
-    def stacked_forward(mods: Sequence[BottleneckAdapter], h: torch.Tensor) -> torch.Tensor | None:
-        """``mods[i]`` on chunk ``i`` of ``h`` (:func:`stacked_bottleneck_adapter`); None if their activations differ."""
-        if any(m.activation != mods[0].activation for m in mods):
-            return None
-        return stacked_bottleneck_adapter(
-            h, torch.stack([m.down.weight for m in mods]), torch.stack([m.down.bias for m in mods]),
-            torch.stack([m.up.weight for m in mods]), torch.stack([m.up.bias for m in mods]), mods[0].activation)
-
 
 class TaskRouted(nn.Module):
     """One module per task (or one ``shared`` by all), chosen by the context's active task at call time.
 
     When the context runs tasks stacked, each task's module gets that task's chunk of the first argument: the
-    routed modules must act on rows independently (adapters and LoRA deltas do). A module type with a static
-    ``stacked_forward(modules, x)`` (bottleneck adapters, LoRA deltas) runs all the chunks in one batched call.
+    routed modules must act on rows independently (adapters and LoRA deltas do).
 
     ``shared=True`` is VL-Adapter's "single adapter" multi-task setting: one set of weights serves every task.
     """
@@ -131,15 +89,6 @@ class TaskRouted(nn.Module):
     def forward(self, *args, **kwargs):
         if self.shared:
             return self.module(*args, **kwargs)
-        stacked = self.ctx.stacked
-        if stacked is not None and len(stacked) > 1 and not kwargs and len(args) == 1:
-            # every task's module on its chunk of the stacked batch in one batched pass, where the type has one
-            mods = [self.per_task[t] for t in stacked]
-            batched = getattr(type(mods[0]), "stacked_forward", None)
-            if batched is not None and all(type(m) is type(mods[0]) for m in mods):
-                out = batched(mods, args[0])
-                if out is not None:
-                    return out
         # per task, or per task's chunk of the batch when the context runs tasks stacked (row-wise modules only)
         return self.ctx.per_chunk(args[0], lambda t, x: self.per_task[t](x, *args[1:], **kwargs))
 

@@ -56,32 +56,6 @@ class LoRADelta(nn.Module):
             parts.append(x.new_zeros(*x.shape[:-1], self.out_features - cursor))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
-    @staticmethod
-    def stacked_forward(mods: Sequence[LoRADelta], x: torch.Tensor) -> torch.Tensor | None:
-        """``mods[i]`` on chunk ``i`` of ``x`` (dim 0) in batched matmuls; None unless they share slices and scaling
-        and have no dropout (then the caller runs them one by one)."""
-        first = mods[0]
-        if any(m.slices != first.slices or m.scaling != first.scaling or m.out_features != first.out_features
-               or not isinstance(m.dropout, nn.Identity) for m in mods):
-            return None
-        n = len(mods)
-        if x.shape[0] % n:
-            raise RuntimeError(f"stacked LoRA: a batch of {x.shape[0]} does not split into {n} equal chunks")
-        h = x.reshape(n, -1, x.shape[-1])
-        parts: list[torch.Tensor] = []
-        cursor = 0
-        for i, (s, e) in enumerate(first.slices):
-            if s > cursor:
-                parts.append(h.new_zeros(n, h.shape[1], s - cursor))
-            a = torch.stack([m.lora_A[i] for m in mods])  # (n, r, in)
-            b = torch.stack([m.lora_B[i] for m in mods])  # (n, out_i, r)
-            parts.append(torch.bmm(torch.bmm(h, a.transpose(1, 2)), b.transpose(1, 2)) * first.scaling)
-            cursor = e
-        if cursor < first.out_features:
-            parts.append(h.new_zeros(n, h.shape[1], first.out_features - cursor))
-        out = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-        return out.reshape(*x.shape[:-1], first.out_features)
-
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, slices={self.slices}"
 

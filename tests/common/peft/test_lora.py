@@ -28,18 +28,3 @@ def test_lora_matches_explicit_low_rank_product():
     x = torch.randn(7, 4)
     expected = 2.0 * x @ (delta.lora_B[0] @ delta.lora_A[0]).t()
     assert torch.allclose(delta(x), expected, atol=1e-6)
-
-
-def test_stacked_lora_equals_each_delta_on_its_chunk_and_falls_back_with_dropout():
-    torch.manual_seed(0)
-    dim, n = 6, 3
-    mods = [LoRADelta(dim, 3 * dim, rank=2, out_slices=qkv_slices(dim, ["q", "v"])) for _ in range(n)]
-    for m in mods:
-        for b in m.lora_B:
-            torch.nn.init.normal_(b)
-    x = torch.randn(n * 2, 4, dim)
-    expected = torch.cat([m(c) for m, c in zip(mods, x.chunk(n))])
-    out = LoRADelta.stacked_forward(mods, x)
-    assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-6)
-    assert torch.equal(out[..., dim:2 * dim], torch.zeros_like(out[..., dim:2 * dim]))  # k gets no update
-    assert LoRADelta.stacked_forward([*mods[:2], LoRADelta(dim, 3 * dim, 2, dropout=0.1)], x) is None
