@@ -107,6 +107,10 @@ def row_config(preset: str, method: str, tasks: list[str]) -> dict[str, Any]:
     if preset in TINY_GENERATOR_LR and METHODS[method].encoder == "hyper":
         # this project's tiny-scale knob (PolyhistorModule docs); the paper preset keeps the paper's one lr
         model_args["generator_lr_scale"] = "auto"
+    if preset in TINY_GENERATOR_LR and method == "adapter":
+        # this project's tiny-scale knob (PolyhistorModule docs; polyhistor/README.md, "Training choices"): the
+        # per-task d/2-wide adapters at the decoders' lr 1e-2 collapse human parts to all-background in some seeds
+        model_args["peft_lr_scale"] = 0.1
     if preset == "paper" and not METHODS[method].single_task:
         # standalone paper runs log val/delta_m against the paper's single-task row; the reproduce driver
         # computes Δm against its own single-task runs instead

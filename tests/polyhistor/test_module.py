@@ -135,3 +135,11 @@ def test_paper_presets_train_the_generators_at_the_papers_learning_rate(method):
     gen = {id(p) for p in module.net.encoder.generator_parameters()}
     opt = module.configure_optimizers()["optimizer"]
     assert gen and {g["lr"] for g in opt.param_groups if any(id(p) in gen for p in g["params"])} == {1e-3}
+
+
+def test_peft_lr_scale_is_a_tiny_knob_of_the_adapter_row_only():
+    """The paper presets train every weight at the recipe's one lr; only the tiny / smoke Adapter row scales its
+    adapters (polyhistor/README.md, "Training choices")."""
+    scaled = {(p.parent.name, p.stem) for p, t in expected_files().items()
+              if "peft_lr_scale" in yaml.safe_load(t)["model"]["init_args"]}
+    assert scaled == {("tiny", "adapter"), ("smoke", "adapter")}
