@@ -141,9 +141,9 @@ def adamw(
     lr_scale: Mapping[str, float] | Callable[[str, nn.Parameter], float] | None = None,
 ) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over :func:`param_groups`, fused (one kernel for every tensor) where the parameters
-    allow it: floating tensors on the CPU or on CUDA. PyTorch's CPU default is a Python loop over the tensors, which
-    cost 3.5x the fused update at the tiny Polyhistor rows' ~300 small tensors (14.6 vs 4.2 ms per step, 9% of the
-    Adapter row's step); the update is the same AdamW."""
+    allow it: floating tensors on the CPU or on CUDA. PyTorch's CPU default is a Python loop over the tensors: at the
+    tiny Polyhistor Adapter row's ~300 small tensors the update took 14.6 ms fused 4.2 (profiler), the whole step
+    195 -> 171 ms (one thread); the update is the same AdamW (tested against the loop)."""
     groups = param_groups(named_parameters, weight_decay, lr, no_decay=no_decay, no_decay_1d=no_decay_1d,
                           lr_scale=lr_scale)
     params = [p for g in groups for p in g["params"]]
