@@ -67,3 +67,24 @@ def test_smoke_fit_and_zero_shot_validate_through_the_cli() -> None:
     summary = run(["validate", "--config", str(HERE / "smoke/k400/clip-tiny_4f_zero-shot.yaml"), *small],
                   prog="python -m vificlip")
     assert "val/acc1" in summary["metrics"]
+
+
+@pytest.mark.parametrize("ds, prefix", [("k400", "kinetics_400"), ("hmdb51", "hmdb_51"), ("ucf101", "ucf_101"),
+                                        ("ssv2", "ssv2_174")])
+def test_paper_base_to_novel_configs_name_the_base_classes(tmp_path, ds: str, prefix: str) -> None:
+    """The published ``fs_base_s<seed>_train.txt`` labels index ``<prefix>_base_labels.csv``, not the dataset's full
+    class CSV: the paper b2n configs read the base CSV (fit / validate on base), and no test split that would score
+    the novel videos against the base names."""
+    import importlib
+
+    (tmp_path / "labels.csv").write_text("id,name\n0,archery\n1,bowling\n2,juggling\n3,surfing\n")
+    (tmp_path / f"{prefix}_base_labels.csv").write_text("id,name\n0,juggling\n1,archery\n")
+    for stem in ("fs_base_s1_train", "base_val"):
+        (tmp_path / f"{stem}.txt").write_text("a.mp4 0\nb.mp4 1\n")
+    for method in ("vificlip", "prompting"):
+        cfg = _load(f"paper/{ds}/vit-b16_32f_b2n-{method}.yaml")["data"]
+        args = {**cfg["init_args"], "root": str(tmp_path)}
+        assert "test_file" not in args and args["class_file"] == f"{prefix}_base_labels.csv"
+        module, _, name = cfg["class_path"].rpartition(".")
+        dm = getattr(importlib.import_module(module), name)(**args)
+        assert list(dm.class_names) == ["juggling", "archery"]

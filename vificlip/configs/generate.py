@@ -91,6 +91,10 @@ class Setting:
         return HERE / self.preset / self.dataset / f"{self.name}.yaml"
 
 
+#: the official base-to-novel class CSVs of each dataset: ``<prefix>_base_labels.csv`` / ``<prefix>_novel_labels.csv``
+B2N_LABELS = {"k400": "kinetics_400", "hmdb51": "hmdb_51", "ucf101": "ucf_101", "ssv2": "ssv2_174"}
+
+
 def _paper() -> list[Setting]:
     out = [Setting("paper", "k400", m, 16) for m in ("vificlip", "image_ft", "text_ft")]
     out.append(Setting("paper", "k400", "zero_shot", 16, epochs=0))
@@ -98,9 +102,10 @@ def _paper() -> list[Setting]:
     for ds in ("hmdb51", "ucf101"):
         out.append(Setting("paper", ds, "vificlip", 32, "zs-eval", epochs=0,
                            data={"val_file": f"{ds}_split1_test.txt", "class_file": f"{ds}_labels.csv"}))
-    b2n = {"k400": 400, "hmdb51": 51, "ucf101": 101, "ssv2": 174}
-    for ds in b2n:
-        files = {"train_file": "fs_base_s1_train.txt", "val_file": "base_val.txt", "test_file": "novel_val.txt"}
+    for ds, labels in B2N_LABELS.items():
+        # the published base split's labels index the base class CSV (not the dataset's full one); the novel
+        # evaluation is a `validate` with val_file novel_val.txt and the novel CSV (vificlip/README.md)
+        files = {"train_file": "fs_base_s1_train.txt", "val_file": "base_val.txt", "class_file": f"{labels}_base_labels.csv"}
         out.append(Setting("paper", ds, "vificlip", 32, "b2n", lr=2e-6, epochs=11, accumulate=2, data=files))
         out.append(Setting("paper", ds, "prompting", 32, "b2n", lr=4e-2, epochs=11, accumulate=2, prompts=(16, 9),
                            data=files))
