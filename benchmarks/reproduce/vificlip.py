@@ -23,9 +23,12 @@ Data:
   orange / purple x hexagon / diamond / cross / ring, same layout), both written on first use; ``shapes-clip-tiny``;
 * ``smoke``: both very small (2 training videos a class), random-init tiny CLIP, two training batches a row: a pipeline
   check, not a result;
-* ``paper`` (``DATA=`` required): the Kinetics-400 root (``path label`` lists + class CSV), ViT-B/16 from OpenAI; the
-  rows of the fully supervised table and bridge-and-prompt's base fit (the novel / HMDB-51 / UCF-101 evaluations read
-  other datasets' roots: ``test`` of the checkpoint with their configs, vificlip/README.md).
+* ``paper`` (``DATA=`` required): the Kinetics-400 root (``path label`` lists + class CSV, and ViFi-CLIP's published
+  base-to-novel files: ``fs_base_s{1,2,3}_train.txt``, ``base_val.txt``, ``novel_val.txt``,
+  ``kinetics_400_{base,novel}_labels.csv``), ViT-B/16 from OpenAI; the rows of the fully supervised table, K400
+  base-to-novel (vanilla zero-shot on base / novel, ViFi-CLIP fitted on each base split and validated on the novel
+  classes) and bridge-and-prompt's base fit. HMDB-51 / UCF-101 / SSv2 base-to-novel and the cross-dataset zero-shot
+  evaluations read other datasets' roots: their configs and commands are in vificlip/README.md.
 """
 
 from __future__ import annotations
@@ -73,6 +76,16 @@ SMOKE_WRITER = {"num_per_class": 2, "val_per_class": 1, "frames": 8, "size": 32}
 #: the held-out ShapesWorld class set (cross-dataset zero-shot): colours and shapes the K400 stand-in never shows
 HELDOUT_WRITER = {"colours": ("yellow", "orange", "purple"), "shapes": ("hexagon", "diamond", "cross", "ring"),
                   "seed": 1}
+
+
+#: the paper preset's base-to-novel "seeds": the published base splits ``fs_base_s<k>_train.txt`` (the table's seed
+#: column shows k)
+PAPER_B2N_SPLITS = (1, 2, 3)
+
+
+def _paper_half(half: str) -> list[str]:
+    """The overrides that validate on K400's published base or novel classes (split list + class CSV)."""
+    return [f"--data.init_args.val_file={half}_val.txt", f"--data.init_args.class_file=kinetics_400_{half}_labels.csv"]
 
 
 def _config(preset: str, suffix: str) -> Path | None:
@@ -142,9 +155,12 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
                         checkpoint_of=checkpoint_of))
 
     split = "--data.init_args.class_split="
+    # base / novel classes: the datamodule's seeded halves on ShapesWorld; at paper scale the published split lists
+    # and class CSVs (base_val.txt + kinetics_400_base_labels.csv, novel_val.txt + kinetics_400_novel_labels.csv)
+    halves = {h: (_paper_half(h) if preset == "paper" else [split + h]) for h in ("base", "novel")}
     add("zero_shot", "zero_shot", "validate", "Vanilla zero-shot CLIP (all classes)", [])
-    add("zero_shot_base", "zero_shot", "validate", "Vanilla zero-shot CLIP (base classes)", [split + "base"])
-    add("zero_shot_novel", "zero_shot", "validate", "Vanilla zero-shot CLIP (novel classes)", [split + "novel"])
+    add("zero_shot_base", "zero_shot", "validate", "Vanilla zero-shot CLIP (base classes)", halves["base"])
+    add("zero_shot_novel", "zero_shot", "validate", "Vanilla zero-shot CLIP (novel classes)", halves["novel"])
     if preset != "paper":
         add("zero_shot_heldout", "zero_shot", "validate", "Vanilla zero-shot CLIP (held-out class set)", heldout,
             base_common=False)
@@ -161,7 +177,7 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
                     base_common=False)
         for m in (*TRAINED, "prompting"):
             if preset == "paper" and m != "prompting":
-                continue  # the paper preset's base-to-novel rows: bridge-and-prompt's base fit (see README)
+                continue  # the paper preset's base-to-novel rows: ViFi-CLIP's below, bridge-and-prompt's base fit
             key = _key(f"{m}_b2n", seed, seeds)
             add(key, m, "fit", f"{METHODS[m][0]} (trained on the base classes{tag})",
                 sd + ([] if m == "prompting" else [split + "base"]), b2n=True)
@@ -169,6 +185,14 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
                 add(_key(f"{m}_b2n_novel", seed, seeds), m, "validate",
                     f"{METHODS[m][0]} trained on base, validated on the novel classes{tag}", sd + [split + "novel"],
                     key, b2n=True)
+    if preset == "paper":  # ViFi-CLIP base-to-novel on K400: one fit per published base split, novel validated
+        for k in PAPER_B2N_SPLITS:
+            key = _key("vificlip_b2n", k, PAPER_B2N_SPLITS)
+            add(key, "vificlip", "fit", f"{METHODS['vificlip'][0]} (trained on the base split s{k})",
+                [f"--data.init_args.train_file=fs_base_s{k}_train.txt"], b2n=True)
+            add(_key("vificlip_b2n_novel", k, PAPER_B2N_SPLITS), "vificlip", "validate",
+                f"{METHODS['vificlip'][0]} trained on base split s{k}, validated on the novel classes",
+                [f"--data.init_args.train_file=fs_base_s{k}_train.txt", *halves["novel"]], key, b2n=True)
     if only:
         unknown = set(only) - {r.key for r in rows}
         if unknown:
@@ -228,6 +252,13 @@ def _num_classes(plan: Plan, row: Row) -> int | None:
         return None
 
 
+def _first_seed(preset: str, meta: dict[str, Any]) -> int:
+    """The seed column of a row key without a seed suffix (paper ViFi-CLIP base-to-novel: the base split, 1)."""
+    if preset == "paper" and meta["method"] == "vificlip" and meta["setting"] == "b2n":
+        return PAPER_B2N_SPLITS[0]
+    return SEEDS[preset][0]
+
+
 def _hm(base: float | None, novel: float | None) -> float | None:
     if base is None or novel is None or base + novel <= 0:
         return None
@@ -247,7 +278,7 @@ def table_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]
         m = res.metrics if res.status == "finished" else {}
         paper = METHODS[meta["method"]][2] if meta["setting"] == "full" and meta["eval"] == "all" else None
         out.append({"key": row.key, "method": METHODS[meta["method"]][0], "setting": meta["setting"],
-                    "classes": meta["eval"], "seed": meta["seed"] or SEEDS[plan.preset][0],
+                    "classes": meta["eval"], "seed": meta["seed"] or _first_seed(plan.preset, meta),
                     "command": row.command, "model_of": row.checkpoint_of or "", "status": res.status,
                     "trainable": res.trainable_params, "top1": 100 * m["val/acc1"] if "val/acc1" in m else None,
                     "paper_top1": paper, "minutes": res.seconds / 60, "run_id": res.run_id})
@@ -298,7 +329,8 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
     "full": ("Fully supervised setting (train and validate on all classes of the Kinetics-400 stand-in; K400 in the "
              "paper):", ["| Method | Trainable | Top-1 (all classes) | Paper (ViT-B/16, K400, 16 frames) |",
                          "|---|---:|---:|---:|"]),
-    "b2n": ("Base-to-novel setting (the datamodule's seeded base / novel halves of the classes): each trained model "
+    "b2n": ("Base-to-novel setting (ShapesWorld: the datamodule's seeded base / novel halves of the classes; paper: "
+            "K400's published base splits s1-s3 (the seed column) and base / novel class lists): each trained model "
             "is fitted on the base classes and its last checkpoint validated on the base classes and, with the novel "
             "class names, on the novel ones; HM is the harmonic mean per seed:",
             ["| Method | Base | Novel | HM | Paper K400 base / novel / HM |", "|---|---:|---:|---:|---|"]),

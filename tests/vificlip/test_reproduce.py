@@ -92,8 +92,10 @@ def test_plans_and_the_paper_data_check(tmp_path, mlflow_store, monkeypatch, cap
     # an empty folder: the datamodule check refuses it before anything is trained or written
     (tmp_path / "k400").mkdir()
     paper = make_plan("paper", str(tmp_path / "k400"))
+    b2n = {"vificlip_b2n", "vificlip_b2n_novel", "vificlip_b2n_s2", "vificlip_b2n_novel_s2", "vificlip_b2n_s3",
+           "vificlip_b2n_novel_s3"}
     assert {r.key for r in paper.rows} == {"zero_shot", "zero_shot_base", "zero_shot_novel", "image_ft", "text_ft",
-                                           "vificlip", "prompting_b2n"}
+                                           "vificlip", "prompting_b2n"} | b2n
     assert all(f"--data.init_args.root={tmp_path / 'k400'}" in r.overrides for r in paper.rows)
     assert main(["vificlip", "--preset", "paper", "--data", str(tmp_path / "k400")]) == 2
     assert "DATA=" in capsys.readouterr().err
@@ -125,3 +127,36 @@ def test_plans_and_the_paper_data_check(tmp_path, mlflow_store, monkeypatch, cap
         assert init_args(f"{m}_b2n")["method"] == init_args(m)["method"] == m
         assert init_args(f"{m}_b2n")["lr"] < init_args(m)["lr"]
     assert next(r for r in tiny if r.key == "prompting_b2n").config.endswith("_b2n-prompting.yaml")
+
+
+def test_paper_base_to_novel_rows_chain_the_published_splits(tmp_path) -> None:
+    """Paper preset: ViFi-CLIP fitted on each published K400 base split (s1-s3) and each checkpoint validated on
+    novel_val.txt with the novel class CSV; vanilla zero-shot on the base / novel lists; the table pairs base and
+    novel per split (HM per split, mean ± std over the three)."""
+    from benchmarks.reproduce import RowResult
+    from benchmarks.reproduce.vificlip import markdown, table_rows
+
+    (tmp_path / "k400").mkdir()
+    plan = make_plan("paper", str(tmp_path / "k400"))
+    rows = {r.key: r for r in plan.rows}
+    novel = ["--data.init_args.val_file=novel_val.txt",
+             "--data.init_args.class_file=kinetics_400_novel_labels.csv"]
+    for k, (fit, ev) in enumerate([("vificlip_b2n", "vificlip_b2n_novel"), ("vificlip_b2n_s2", "vificlip_b2n_novel_s2"),
+                                   ("vificlip_b2n_s3", "vificlip_b2n_novel_s3")], start=1):
+        assert rows[fit].command == "fit" and rows[fit].config.endswith("k400/vit-b16_32f_b2n-vificlip.yaml")
+        assert f"--data.init_args.train_file=fs_base_s{k}_train.txt" in rows[fit].overrides
+        assert rows[ev].command == "validate" and rows[ev].checkpoint_of == fit
+        assert all(o in rows[ev].overrides for o in novel) and rows[ev].config == rows[fit].config
+    assert all(o in rows["zero_shot_novel"].overrides for o in novel)
+    assert "--data.init_args.class_file=kinetics_400_base_labels.csv" in rows["zero_shot_base"].overrides
+    acc = {"vificlip_b2n": 0.80, "vificlip_b2n_novel": 0.60, "vificlip_b2n_s2": 0.70, "vificlip_b2n_novel_s2": 0.60,
+           "vificlip_b2n_s3": 0.90, "vificlip_b2n_novel_s3": 0.60}
+    results = {k: RowResult(k, "finished", "h", {"val/acc1": v}) for k, v in acc.items()}
+    lines = table_rows(plan, results)
+    assert sorted(r["seed"] for r in lines if r["key"].startswith("vificlip_b2n")) == [1, 1, 2, 2, 3, 3]
+    md = markdown(lines, "# t")
+    hm = [2 * b * 60 / (b + 60) for b in (80, 70, 90)]
+    import statistics
+    cell = f"{statistics.mean(hm):.1f} ± {statistics.stdev(hm):.1f}"
+    line = next(x for x in md.splitlines() if x.startswith("| ViFi-CLIP") and "76.4 / 61.1 / 67.9" in x)
+    assert "80.0 ± 10.0" in line and "60.0 ± 0.0" in line and cell in line
