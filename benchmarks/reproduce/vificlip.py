@@ -85,7 +85,10 @@ PAPER_B2N_SPLITS = (1, 2, 3)
 
 def _paper_half(half: str) -> list[str]:
     """The overrides that validate on K400's published base or novel classes (split list + class CSV)."""
-    return [f"--data.init_args.val_file={half}_val.txt", f"--data.init_args.class_file=kinetics_400_{half}_labels.csv"]
+    from vificlip.configs.generate import B2N_LABELS
+
+    return [f"--data.init_args.val_file={half}_val.txt",
+            f"--data.init_args.class_file={B2N_LABELS['k400']}_{half}_labels.csv"]
 
 
 def _config(preset: str, suffix: str) -> Path | None:
