@@ -66,7 +66,7 @@ reproduce-st-adapter: install ## ST-Adapter's K400/SSv2 rows (PRESET=tiny|smoke|
 reproduce-conv-adapter: install ## Conv-Adapter's VTAB-like + few-shot rows (PRESET=tiny|smoke|paper, DATA=path)
 	$(PY) -m benchmarks.reproduce conv_adapter --preset $(PRESET) $(if $(DATA),--data $(DATA),)
 
-reproduce-vificlip: install ## ViFi-CLIP's K400 rows: zero-shot, image/text-FT, ViFi-CLIP, bridge-and-prompt (PRESET=tiny|smoke|paper, DATA=path/to/kinetics400)
+reproduce-vificlip: install ## ViFi-CLIP's tables: fully supervised, base-to-novel, cross-dataset zero-shot (PRESET=tiny|smoke|paper, DATA=folder with kinetics400/ [hmdb51/ ucf101/ ssv2/ kinetics600/])
 	$(PY) -m benchmarks.reproduce vificlip --preset $(PRESET) $(if $(DATA),--data $(DATA),)
 
 reproduce-maskclip: install ## MaskCLIP's rows: trivial, crop-and-classify, no-RMA, MaskCLIP; PQ/SQ/RQ, novel PQ, mIoU (PRESET=tiny|smoke|paper, DATA=path/to/coco)

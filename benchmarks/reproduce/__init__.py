@@ -70,6 +70,9 @@ class Row:
     #: key of an earlier ``fit`` row whose last checkpoint this row evaluates (``--ckpt_path``): e.g. a model trained
     #: on the base classes validated on the novel ones. It runs after that row, and again whenever that row did.
     checkpoint_of: str | None = None
+    #: how the command receives that checkpoint: ``--ckpt_path`` (evaluate it, or resume it), or e.g.
+    #: ``--model.init_args.init_from`` (a ``fit`` that starts from another row's trained weights)
+    checkpoint_flag: str = "--ckpt_path"
 
 
 @dataclass
@@ -181,7 +184,7 @@ def _cli_args(plan: Plan, row: Row, parent: str, checkpoint: str | None = None) 
     preset from the config path)."""
     args = [row.command, "--config", str(_resolve(row.config)), *row.overrides, "--run.parent_run_id", parent]
     if checkpoint:
-        args += ["--ckpt_path", checkpoint]
+        args += [row.checkpoint_flag, checkpoint]
     if plan.experiment != plan.cli_module:
         args += ["--run.experiment", plan.experiment]
     if tracking.setting_preset(row_setting(row)) != plan.preset:
@@ -395,21 +398,24 @@ def _data_override(overrides: list[str]) -> dict[str, Any]:
 
 
 def check_datamodules(plan: Plan, what: str, flag_help: str) -> None:
-    """Set up (``prepare_data`` + ``setup("fit")``) the datamodule of every distinct dataset root the rows read, as
-    the rows' training would, and raise one :class:`DataCheckError` for the first that fails: ``what`` (the data the
-    preset needs), the root, the datamodule's message and its expected layout, and ``flag_help`` (how to pass
-    ``DATA=``). Reads only: a root that is given is never written."""
+    """Set up (``prepare_data`` + ``setup``: ``fit`` for a training row, ``validate`` for one that evaluates) the
+    datamodule of every distinct data configuration the rows read, as the rows would, and raise one
+    :class:`DataCheckError` for the first that fails: ``what`` (the data the preset needs), the root, the datamodule's
+    message and its expected layout, and ``flag_help`` (how to pass ``DATA=``). Reads only: a root that is given is
+    never written."""
     import importlib
 
     import yaml
 
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     for row in plan.rows:
         cfg = yaml.safe_load(_resolve(row.config).read_text())
         data = dict(cfg.get("data") or {})
         class_path = str(data.get("class_path", ""))
         init_args = {**(data.get("init_args") or {}), **_data_override(row.overrides)}
-        key = (class_path, str(init_args.get("root")))
+        # a row that only evaluates needs its evaluation list and class CSV, not a training list
+        stage = "fit" if row.command == "fit" else "validate"
+        key = (class_path, json.dumps(init_args, sort_keys=True, default=str), stage)
         if not class_path or key in seen:
             continue
         seen.add(key)
@@ -418,7 +424,7 @@ def check_datamodules(plan: Plan, what: str, flag_help: str) -> None:
         try:
             dm = getattr(importlib.import_module(module), name)(**init_args)
             dm.prepare_data()
-            dm.setup("fit")
+            dm.setup(stage)
         except Exception as err:
             msg = str(err).strip() if type(err).__module__.split(".")[0] == "common" else f"{type(err).__name__}: {err}"
             layout = dm.layout_help() if dm is not None and hasattr(dm, "layout_help") else ""

@@ -81,10 +81,37 @@ def test_paper_base_to_novel_configs_name_the_base_classes(tmp_path, ds: str, pr
     (tmp_path / f"{prefix}_base_labels.csv").write_text("id,name\n0,juggling\n1,archery\n")
     for stem in ("fs_base_s1_train", "base_val"):
         (tmp_path / f"{stem}.txt").write_text("a.mp4 0\nb.mp4 1\n")
-    for method in ("vificlip", "prompting"):
+    for method in ("vificlip", "image-ft", "text-ft", "prompting", "zero-shot"):
         cfg = _load(f"paper/{ds}/vit-b16_32f_b2n-{method}.yaml")["data"]
         args = {**cfg["init_args"], "root": str(tmp_path)}
         assert "test_file" not in args and args["class_file"] == f"{prefix}_base_labels.csv"
         module, _, name = cfg["class_path"].rpartition(".")
         dm = getattr(importlib.import_module(module), name)(**args)
         assert list(dm.class_names) == ["juggling", "archery"]
+
+
+def test_paper_evaluation_configs_read_the_official_lists_and_label_csvs() -> None:
+    """The file names of the official configs (``datasets_splits/...`` lists, ``labels/...`` CSVs), read from the
+    dataset's root: cross-dataset zero-shot split 1 of HMDB-51 / UCF-101 / K600 (trained model and vanilla CLIP),
+    the few-shot evaluation on the full test list, Kinetics-400's full class CSV."""
+    expected = {"hmdb51": ("val1.txt", "hmdb_51_labels.csv"), "ucf101": ("val1.txt", "ucf_101_labels.csv"),
+                "k600": ("ZS_split1_K600_eval.txt", "ZS_split1_K600.csv")}
+    for ds, (val, labels) in expected.items():
+        for method in ("vificlip", "zero-shot"):
+            cfg = _load(f"paper/{ds}/vit-b16_32f_zs-eval-{method}.yaml")
+            d = cfg["data"]["init_args"]
+            assert (d["val_file"], d["class_file"], d["num_frames"]) == (val, labels, 32)
+            assert cfg["model"]["init_args"]["method"] == method.replace("-", "_")
+    assert _load("paper/k600/vit-b16_32f_zs-eval-zero-shot.yaml")["model"]["init_args"]["templates"] == ["{}"]
+    few = {"hmdb51": ("val1.txt", "hmdb_51_labels.csv"), "ucf101": ("val1.txt", "ucf_101_labels.csv"),
+           "ssv2": ("validation.txt", "ssv2_labels.csv")}
+    for ds, (val, labels) in few.items():
+        for k in (2, 4, 8, 16):
+            for method, lr in (("prompting", 8e-3), ("vificlip", 2e-6)):  # finetuning_few_shot: lr 2e-6, 50 epochs
+                cfg = _load(f"paper/{ds}/vit-b16_32f_k{k}-{method}.yaml")
+                d, m = cfg["data"]["init_args"], cfg["model"]["init_args"]
+                assert (d["train_file"], d["val_file"], d["class_file"]) == (f"train1_few_shot_{k}.txt", val, labels)
+                assert (m["method"], m["lr"], cfg["trainer"]["max_epochs"]) == (method, lr, 50)
+                assert d["batch_size"] * 8 * cfg["trainer"]["accumulate_grad_batches"] == 64
+    for stem in ("16f_vificlip", "16f_image-ft", "16f_text-ft", "16f_zero-shot", "32f_zs-train-vificlip"):
+        assert _load(f"paper/k400/vit-b16_{stem}.yaml")["data"]["init_args"]["class_file"] == "kinetics_400_labels.csv"

@@ -13,21 +13,28 @@ Settings (the official recipe, ``muzairkhattak/ViFi-CLIP`` configs and ``utils/c
 * fully supervised K400 (``vit-b16_16f_{vificlip,image-ft,text-ft}``): 16 frames (TSN segments), batch 4 per GPU
   x 8 GPUs x 16 accumulation = 512, lr 2.2e-5, 30 epochs, 5 warm-up epochs, test 4 clips x 3 crops;
 * vanilla CLIP zero-shot (``*_zero-shot``): nothing trains, bare class names; run ``validate`` / ``test``;
-* zero-shot training on K400 (``vit-b16_32f_vificlip_zs-train``): 32 frames, batch 256 (4 x 8 x 8), lr 8e-6,
-  10 epochs; the cross-dataset evaluation is ``test`` of that checkpoint with the HMDB-51 / UCF-101 datamodule
-  (``hmdb51|ucf101/vit-b16_32f_vificlip_zs-eval``, ``--ckpt_path``): the class names follow the data;
-* base-to-novel (``*_b2n-vificlip`` and ``*_b2n-prompting``): 16 shots per base class (the published
-  ``fs_base_s1_train.txt`` lists; s2, s3 for the other seeds), 32 frames, batch 64 (4 x 8 x 2); ViFi-CLIP
-  fine-tuning lr 2e-6, 11 epochs; bridge-and-prompt 16 + 16 tokens, depth 9, lr 4e-2, from a K400 ViFi-CLIP
-  (``init_from``); novel accuracy is ``test`` on ``novel_val.txt`` with the novel label CSV;
-* few-shot (``*_k<K>-prompting``): 10 + 10 tokens, depth 12, lr 8e-3, 50 epochs, batch 64;
+* zero-shot training on K400 (``vit-b16_32f_zs-train-{vificlip,image-ft,text-ft}``): 32 frames, batch 256
+  (4 x 8 x 8), lr 8e-6, 10 epochs; the cross-dataset evaluation is ``validate`` / ``test`` of that checkpoint (``--ckpt_path``) with
+  ``hmdb51|ucf101|k600/vit-b16_32f_zs-eval-vificlip`` (split 1: ``val1.txt`` + ``hmdb_51_labels.csv`` /
+  ``ucf_101_labels.csv``, ``ZS_split1_K600_eval.txt`` + ``ZS_split1_K600.csv``; splits 2 and 3: override
+  ``val_file`` / ``class_file``, :func:`zs_split_files`); ``*_zs-eval-{image-ft,text-ft}``: those methods' K400
+  checkpoints, ``*_zs-eval-zero-shot``: vanilla CLIP, on the same lists;
+* base-to-novel (``*_b2n-{vificlip,image-ft,text-ft,prompting,zero-shot}``): 16 shots per base class (the
+  published ``fs_base_s1_train.txt`` lists; s2, s3 for the other seeds) whose labels index
+  ``<prefix>_base_labels.csv``, 32 frames, batch 64 (4 x 8 x 2); ViFi-CLIP fine-tuning lr 2e-6, 11 epochs;
+  bridge-and-prompt 16 + 16 tokens, depth 9, lr 4e-2, from a K400 ViFi-CLIP (``init_from``); novel accuracy is
+  ``validate`` on ``novel_val.txt`` with ``<prefix>_novel_labels.csv`` (:func:`b2n_files`);
+* few-shot (``*_k<K>-vificlip``, ``*_k<K>-prompting``): ``train1_few_shot_<K>.txt``, validated on the full test
+  list (``val1.txt``; SSv2 ``validation.txt``) with the full class CSV, 50 epochs, batch 64; ViFi-CLIP fine-tuned
+  from CLIP at lr 2e-6; bridge-and-prompt from a K400 ViFi-CLIP, 10 + 10 tokens, depth 12, lr 8e-3;
 * everywhere: AdamW (0.9, 0.98), eps 1e-8, weight decay 0.001, cosine to lr/100, Mixup 0.8 / CutMix 1.0 with label
   smoothing 0.1, MultiScaleCrop + flip + colour jitter + grayscale, ImageNet mean/std (the official loader's).
 
 Presets:
 
 * ``paper``: open_clip ViT-B/16 with OpenAI weights (QuickGELU), 224 px, the datasets at
-  ``--data.init_args.root`` (list files ``path label`` + ``id,name`` class CSVs, the official split files).
+  ``--data.init_args.root`` (list files ``path label`` + ``id,name`` class CSVs: the official split files and label
+  CSVs under their official names, e.g. ``kinetics_400_labels.csv``, ``hmdb_51_labels.csv``, ``val1.txt``).
 * ``tiny``: minutes on a 2-core CPU: ``shapes-clip-tiny`` (64 px, pretrained on ShapesWorld and cached) on the
   ShapesWorld Kinetics-400 stand-in (root null: written on first use under ``outputs/data/``), 8 frames, CLIP
   normalisation (the tiny CLIP's own), no colour jitter or grayscale (the classes are named by colour: with them
@@ -93,26 +100,59 @@ class Setting:
 
 #: the official base-to-novel class CSVs of each dataset: ``<prefix>_base_labels.csv`` / ``<prefix>_novel_labels.csv``
 B2N_LABELS = {"k400": "kinetics_400", "hmdb51": "hmdb_51", "ucf101": "ucf_101", "ssv2": "ssv2_174"}
+#: each dataset's full class CSV and evaluation list as the official configs name them (``labels/<csv>``,
+#: ``datasets_splits/<ds>_splits/<list>``), read from the dataset's root here; HMDB-51 / UCF-101 have three test
+#: splits (``val<k>.txt``), Kinetics-600's zero-shot evaluation three sets of 160 classes, each with its own CSV
+FULL_LABELS = {"k400": "kinetics_400_labels.csv", "hmdb51": "hmdb_51_labels.csv", "ucf101": "ucf_101_labels.csv",
+               "ssv2": "ssv2_labels.csv"}
+EVAL_LIST = {"k400": "val.txt", "hmdb51": "val1.txt", "ucf101": "val1.txt", "ssv2": "validation.txt"}
+#: the cross-dataset zero-shot targets: split k's (evaluation list, class CSV)
+ZS_SPLITS = {"hmdb51": lambda k: (f"val{k}.txt", "hmdb_51_labels.csv"),
+             "ucf101": lambda k: (f"val{k}.txt", "ucf_101_labels.csv"),
+             "k600": lambda k: (f"ZS_split{k}_K600_eval.txt", f"ZS_split{k}_K600.csv")}
+
+
+def zs_split_files(dataset: str, k: int) -> dict[str, str]:
+    """The ``val_file`` / ``class_file`` of cross-dataset zero-shot split ``k`` (1-3) of ``dataset``."""
+    val, labels = ZS_SPLITS[dataset](k)
+    return {"val_file": val, "class_file": labels}
+
+
+def b2n_files(dataset: str, half: str, k: int = 1) -> dict[str, str]:
+    """The published base-to-novel files of ``dataset``: ``half="base"``: base split ``k``'s training list, the base
+    validation list and the base class CSV (whose order the split's labels index); ``"novel"``: the novel list and
+    CSV (what a base-trained model is validated on)."""
+    out = {"val_file": f"{half}_val.txt", "class_file": f"{B2N_LABELS[dataset]}_{half}_labels.csv"}
+    return {"train_file": f"fs_base_s{k}_train.txt", **out} if half == "base" else out
 
 
 def _paper() -> list[Setting]:
-    out = [Setting("paper", "k400", m, 16) for m in ("vificlip", "image_ft", "text_ft")]
-    out.append(Setting("paper", "k400", "zero_shot", 16, epochs=0))
-    out.append(Setting("paper", "k400", "vificlip", 32, "zs-train", lr=8e-6, epochs=10, accumulate=8))
-    for ds in ("hmdb51", "ucf101"):
-        out.append(Setting("paper", ds, "vificlip", 32, "zs-eval", epochs=0,
-                           data={"val_file": f"{ds}_split1_test.txt", "class_file": f"{ds}_labels.csv"}))
-    for ds, labels in B2N_LABELS.items():
+    full = {"class_file": FULL_LABELS["k400"]}
+    out = [Setting("paper", "k400", m, 16, data=full) for m in ("vificlip", "image_ft", "text_ft")]
+    out.append(Setting("paper", "k400", "zero_shot", 16, epochs=0, data=full))
+    trained = ("vificlip", "image_ft", "text_ft")
+    for m in trained:  # the official zero-shot training configs (USE: both / image / text)
+        out.append(Setting("paper", "k400", m, 32, "zs-train", lr=8e-6, epochs=10, accumulate=8, data=full))
+    for ds in ZS_SPLITS:  # a K400 32-frame checkpoint of each method, or vanilla CLIP, evaluated on split 1
+        for m in (*trained, "zero_shot"):
+            out.append(Setting("paper", ds, m, 32, "zs-eval", epochs=0, data=zs_split_files(ds, 1)))
+    for ds in B2N_LABELS:
         # the published base split's labels index the base class CSV (not the dataset's full one); the novel
         # evaluation is a `validate` with val_file novel_val.txt and the novel CSV (vificlip/README.md)
-        files = {"train_file": "fs_base_s1_train.txt", "val_file": "base_val.txt", "class_file": f"{labels}_base_labels.csv"}
-        out.append(Setting("paper", ds, "vificlip", 32, "b2n", lr=2e-6, epochs=11, accumulate=2, data=files))
+        files = b2n_files(ds, "base")
+        for m in trained:
+            out.append(Setting("paper", ds, m, 32, "b2n", lr=2e-6, epochs=11, accumulate=2, data=files))
         out.append(Setting("paper", ds, "prompting", 32, "b2n", lr=4e-2, epochs=11, accumulate=2, prompts=(16, 9),
                            data=files))
+        out.append(Setting("paper", ds, "zero_shot", 32, "b2n", epochs=0, data=files))
     for ds in ("hmdb51", "ucf101", "ssv2"):
         for k in (2, 4, 8, 16):
+            files = {"train_file": f"train1_few_shot_{k}.txt", "val_file": EVAL_LIST[ds],
+                     "class_file": FULL_LABELS[ds]}
+            # fine-tuning from CLIP (the official finetuning_few_shot configs) and prompting from a K400 ViFi-CLIP
+            out.append(Setting("paper", ds, "vificlip", 32, f"k{k}", lr=2e-6, epochs=50, accumulate=2, data=files))
             out.append(Setting("paper", ds, "prompting", 32, f"k{k}", lr=8e-3, epochs=50, accumulate=2,
-                               prompts=(10, 12), data={"train_file": f"train1_few_shot_{k}.txt"}))
+                               prompts=(10, 12), data=files))
     return out
 
 
