@@ -11,7 +11,11 @@ not depend on them) and a random batch, forward + soft cross-entropy + backward 
   and ``image_ft`` (text tower frozen: the
   class embeddings are computed once and cached);
 
-reporting the median step time over ``--steps`` timed steps after ``--warmup`` and the ratios. The issue's goal:
+reporting the median step time over ``--steps`` timed steps after ``--warmup`` and the ratios. With
+``--accumulate A`` (A > 1) it also times whole optimiser steps of A micro-batches through Lightning (the module's
+``training_step``, ``accumulate_grad_batches=A``, blending off) with ``text_once_per_step`` on (one text pass per
+optimiser step, its gradient accumulated and back-propagated once) and off (the official code's pass per micro-batch),
+and counts the text passes. The issue's goal:
 at ViT-B/16, N = 400, batch 4 x 8 frames on a GPU (``--arch ViT-B-16 --device cuda --amp``), the 77-token step at
 least 1.8x the short one. The default is the tiny ShapesWorld CLIP on the CPU (what every machine has).
 """
@@ -67,6 +71,47 @@ def step_times(model, opts: dict[str, Any]) -> list[float]:
     return times
 
 
+def accumulation_times(opts: dict[str, Any], once: bool) -> tuple[float, int]:
+    """Median seconds per optimiser step of ``opts["accumulate"]`` micro-batches through a Lightning ``fit`` of
+    :class:`vificlip.module.ViFiCLIPModule` (``text_once_per_step=once``), and the text passes of the timed steps."""
+    import lightning.pytorch as pl
+
+    from vificlip.module import ViFiCLIPModule
+
+    a, names = opts["accumulate"], _class_names(opts["classes"])
+    torch.manual_seed(0)
+    module = ViFiCLIPModule(method="vificlip", arch=opts["arch"], pretrained=None, text_once_per_step=once,
+                            mixup_alpha=0.0, cutmix_alpha=0.0, warmup_epochs=0, lr=1e-6,
+                            data_info={"num_classes": len(names), "class_names": names})
+    visual = module.model.clip.visual
+    size = int(visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size)
+    steps = opts["warmup"] + opts["steps"]
+    g = torch.Generator().manual_seed(0)
+    batches = [{"video": torch.randn(opts["batch"], opts["frames"], 3, size, size, generator=g),
+                "label": torch.randint(0, len(names), (opts["batch"],), generator=g)} for _ in range(a * steps)]
+
+    class Clock(pl.Callback):
+        def __init__(self) -> None:
+            self.marks: list[tuple[float, int]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx % a == 0:
+                self.marks.append((time.perf_counter(), pl_module.text_passes))
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self.marks.append((time.perf_counter(), pl_module.text_passes))
+
+    clock = Clock()
+    trainer = pl.Trainer(accelerator=opts["device"], devices=1, max_steps=steps, accumulate_grad_batches=a,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                         callbacks=[clock])
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    timed = clock.marks[opts["warmup"]:]
+    per_step = [t1 - t0 for (t0, _), (t1, _) in zip(timed, timed[1:])]
+    return statistics.median(per_step), timed[-1][1] - timed[0][1]
+
+
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     short, full = build("vificlip", opts, True), build("vificlip", opts, False)
     with torch.no_grad():
@@ -79,6 +124,9 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     res["vificlip_77"] = statistics.median(step_times(full, opts))
     del full
     res["image_ft"] = statistics.median(step_times(build("image_ft", opts, True), opts))
+    if opts.get("accumulate", 1) > 1:
+        res["accumulate_once"] = accumulation_times(opts, True)
+        res["accumulate_every"] = accumulation_times(opts, False)
     return res
 
 
@@ -92,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--accumulate", type=int, default=1,
+                   help="also time optimiser steps of this many micro-batches, one text pass per step vs one each")
     opts = vars(p.parse_args(argv))
     res = run(opts)
     print(f"{opts['arch']} on {opts['device']}, N = {opts['classes']} classes, batch {opts['batch']} x "
@@ -104,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in (("vificlip, short context", s), (full_name, f), ("image-FT", i)):
         print(f"{name:<28} {t:>10.4f} {t / s:>8.2f}x")
     print(f"speed-up of the short context: {f / s:.2f}x (goal >= 1.8x at ViT-B/16 on a GPU)")
+    if "accumulate_once" in res:
+        (once, n_once), (every, n_every) = res["accumulate_once"], res["accumulate_every"]
+        a, steps = opts["accumulate"], opts["steps"]
+        print(f"optimiser step of {a} micro-batches (Lightning fit, short context): text pass once per step "
+              f"{once:.4f} s ({n_once} passes in {steps} steps), per micro-batch {every:.4f} s ({n_every} passes): "
+              f"{every / once:.2f}x")
     return 0
 
 
