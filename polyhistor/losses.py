@@ -18,6 +18,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from common.ops import channel_norm
+
 DEFAULT_WEIGHTS: dict[str, float] = {"semseg": 1.0, "human_parts": 2.0, "sal": 5.0, "normals": 10.0}
 
 
@@ -44,8 +46,8 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int =
 def normals_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """L1 between L2-normalised predictions (B, 3, H, W) and target normals over valid pixels."""
     if mask is None:
-        mask = target.norm(dim=1) > 0
-    unit = pred / pred.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        mask = (target * target).sum(dim=1) > 0
+    unit = pred / channel_norm(pred, dim=1, keepdim=True)
     m = mask.unsqueeze(1).float()
     return ((unit - target).abs() * m).sum() / (3 * m.sum()).clamp_min(1)
 

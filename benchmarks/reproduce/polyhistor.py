@@ -62,7 +62,8 @@ def make_plan(preset: str, data: str | None = None, only: list[str] | None = Non
     rows.sort(key=lambda r: not r.key.startswith("single_task"))
     # the extra seeds after every row's first seed: a cut reproduction already holds one seed of every row
     for seed in EXTRA_SEEDS.get(preset, ()):
-        for row in [r for r in rows if r.key in SEEDED_METHODS]:
+        # costliest first: two rows at once finish together when the last rows started are the short ones
+        for row in sorted([r for r in rows if r.key in SEEDED_METHODS], key=lambda r: -r.cost):
             rows.append(Row(f"{row.key}_seed{seed}", f"{row.label}, seed {seed}", row.config,
                             row.overrides + [f"--seed_everything={seed}"], row.cost))
     if only:

@@ -20,6 +20,7 @@ from torch.utils.data import default_collate
 
 from common.data.base import SkipCollate
 from common.data.pascal_readers import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from common.ops import channel_norm
 
 __all__ = ["MultiTaskTransform", "size_hw"]
 
@@ -172,9 +173,9 @@ class MultiTaskTransform:
                 ]
                 m = F.grid_sample(mask[None, None].float(), grid, mode="nearest", padding_mode="zeros",
                                   align_corners=False)[0, 0] > 0.5  # fmt: skip
-                norm = n.norm(dim=0)
+                norm = channel_norm(n, dim=0)
                 mask = m & (norm > 1e-6)
-                n = torch.where(mask[None], n / norm.clamp_min(1e-12)[None], torch.zeros_like(n))
+                n = torch.where(mask[None], n / norm[None], torch.zeros_like(n))
             out["normals"] = n
             out["normals_mask"] = mask
         return out

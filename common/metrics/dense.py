@@ -33,6 +33,8 @@ from collections.abc import Collection, Mapping
 import torch
 from torchmetrics import Metric
 
+from common.ops import channel_norm
+
 __all__ = ["SemSegMIoU", "SaliencyMetrics", "NormalsMetrics", "delta_m", "SALIENCY_THRESHOLDS"]
 
 #: thresholds at which saliency maps are binarised (the lineage's ``np.linspace(0.2, 0.9, 15)``)
@@ -277,13 +279,13 @@ class NormalsMetrics(Metric):
         p = preds.double()
         g = target.double()
         if mask is None:
-            valid = (g.norm(dim=1) > 0) & ~(g == self.ignore_value).all(dim=1)
+            valid = ((g * g).sum(dim=1) > 0) & ~(g == self.ignore_value).all(dim=1)
         else:
             if mask.shape != (g.shape[0], *g.shape[2:]):
                 raise ValueError(f"NormalsMetrics: mask {tuple(mask.shape)} must be (B, H, W) of the target")
             valid = mask.bool()
-        p = p / p.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        p = p / channel_norm(p, dim=1, keepdim=True)
+        g = g / channel_norm(g, dim=1, keepdim=True)
         cos = (p * g).sum(dim=1).clamp(-1.0, 1.0)
         err = torch.rad2deg(torch.acos(cos))[valid]
         if err.numel() == 0:

@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # batch 4 x 600 steps: more updates for the same samples; person parts need them (single-task parts mIoU
         # 16.5 at 8 x 250, 23.8 at 4 x 500, 31.4 at 4 x 600, 37.5 at 8 x 500; trivial 12.7)
         "trainer": {"max_steps": 600, "num_sanity_val_steps": 0, "check_val_every_n_epoch": None,
-                    "val_check_interval": 600, "log_every_n_steps": 10, "enable_model_summary": False,
+                    "val_check_interval": 600, "log_every_n_steps": 25, "enable_model_summary": False,
                     "accelerator": "cpu", "devices": 1},
         "data": {"root": None, "image_size": 96, "batch_size": 4, "num_workers": 0, "synth_if_missing": True,
                  "cache_in_memory": True, "synth_options": TINY_WORLD},
