@@ -9,7 +9,8 @@ MLflow child run. Every trained method (image-FT, text-FT, ViFi-CLIP) is
   the paper's K400 -> HMDB-51 / UCF-101);
 * fitted on the **base** half of the classes (``<method>_b2n``, ``--data.init_args.class_split=base``: its base
   top-1) and that last checkpoint validated with the **novel** class names on the novel half
-  (``<method>_b2n_novel``): base / novel / harmonic mean. Bridge-and-prompt (``prompting_b2n``) the same way.
+  (``<method>_b2n_novel``): base / novel / harmonic mean. Bridge-and-prompt (``prompting_b2n``) the same way, its
+  prompts trained on the frozen base-trained ViFi-CLIP of the same seed (``init_from`` of ``vificlip_b2n``).
 
 A validation of a trained model is a ``validate`` row with ``checkpoint_of`` (:class:`benchmarks.reproduce.Row`): it
 runs after its fit and again whenever that fit ran again. Vanilla zero-shot CLIP trains nothing: ``validate`` on all
@@ -225,13 +226,13 @@ def _small_rows(preset: str) -> list[Row]:
     rows: list[Row] = []
 
     def add(key: str, method: str, command: str, label: str, extra: list[str], checkpoint_of: str | None = None,
-            base_common: bool = True, b2n: bool = False) -> None:
+            base_common: bool = True, b2n: bool = False, flag: str = "--ckpt_path") -> None:
         # base-to-novel rows read the preset's b2n config of the method where there is one (its own lr)
         suffix = METHODS[method][1]
         cfg = (b2n and _config(preset, f"b2n-{suffix}")) or _config(preset, suffix)
         ov = [*(common if base_common else [o for o in common if not o.startswith("--data.init_args.root")]),
               *extra]
-        _row(rows, key, label, cfg or None, command, ov, checkpoint_of)
+        _row(rows, key, label, cfg or None, command, ov, checkpoint_of, flag)
 
     split = "--data.init_args.class_split="
     add("zero_shot", "zero_shot", "validate", "Vanilla zero-shot CLIP (all classes)", [])
@@ -251,8 +252,12 @@ def _small_rows(preset: str) -> list[Row]:
                 base_common=False)
         for m in (*TRAINED, "prompting"):
             key = _key(f"{m}_b2n", seed, seeds)
+            # bridge-and-prompt: prompts on a frozen ViFi-CLIP, here the seed's base-trained one (init_from; the
+            # paper's comes from K400, another dataset: one that never saw the novel classes either)
+            bridge = ({"checkpoint_of": _key("vificlip_b2n", seed, seeds), "flag": "--model.init_args.init_from"}
+                      if m == "prompting" else {})
             add(key, m, "fit", f"{METHODS[m][0]} (trained on the base classes{tag})",
-                sd + ([] if m == "prompting" else [split + "base"]), b2n=True)
+                sd + ([] if m == "prompting" else [split + "base"]), b2n=True, **bridge)
             add(_key(f"{m}_b2n_novel", seed, seeds), m, "validate",
                 f"{METHODS[m][0]} trained on base, validated on the novel classes{tag}", sd + [split + "novel"],
                 key, b2n=True)

@@ -110,7 +110,11 @@ def test_plans_and_the_paper_data_check(tmp_path, mlflow_store, monkeypatch, cap
     assert [r.key for r in tiny[:len(one_seed)]] == one_seed  # the first seed of every row first
     assert {r.key for r in tiny} == set(one_seed) | {f"{k}_s{s}" for k in one_seed[4:] for s in (43, 44)}
     for r in tiny:
-        if r.checkpoint_of:  # a trained model validated on other classes: same config and seed, other data
+        if r.checkpoint_of and r.key.startswith("prompting_b2n") and "novel" not in r.key:
+            # bridge-and-prompt: prompts trained on the frozen ViFi-CLIP that the same seed fitted on the base classes
+            assert (r.command, r.checkpoint_flag) == ("fit", "--model.init_args.init_from")
+            assert r.checkpoint_of == r.key.replace("prompting", "vificlip")
+        elif r.checkpoint_of:  # a trained model validated on other classes: same config and seed, other data
             fit = next(f for f in tiny if f.key == r.checkpoint_of)
             assert r.command == "validate" and r.config == fit.config and fit.command == "fit"
             assert [o for o in fit.overrides if o.startswith("--seed")] == [

@@ -42,8 +42,8 @@ Presets:
   schedule on ~300 clips [ours]), lr 3e-4, bare class names as the prompt of every method (the tiny CLIP never saw
   "a photo of a ..."; see vificlip/README.md, 'At tiny scale'); base-to-novel (``*_b2n-<method>``, trained on
   ``class_split: base``) at lr 1e-4, a third of the fully supervised rows' as the paper's b2n lr is a tenth of
-  theirs, uses the datamodule's seeded half/half class split; prompts start from the ShapesWorld CLIP (no tiny
-  K400 ViFi-CLIP checkpoint is produced yet).
+  theirs, uses the datamodule's seeded half/half class split; the prompting config alone prompts the ShapesWorld
+  CLIP (``init_from: null``), the reproduction gives it the same seed's base-trained ViFi-CLIP (``init_from``).
 * ``smoke``: seconds (CI): random-init ``shapes-clip-tiny``, 4 frames, two training batches, Mixup/CutMix on (the
   code path is exercised), 4 + 4 prompt tokens, depth 2.
 
