@@ -140,9 +140,8 @@ def paper_roots(data: str) -> dict[str, Path]:
     return found or {"k400": base}
 
 
-def _root(preset: str, data: str | None) -> Path | None:
-    if data:
-        return paper_roots(data).get("k400")
+def _root(preset: str) -> Path | None:
+    """The ShapesWorld Kinetics-400 stand-in of a preset (tiny: the datamodule's default root)."""
     return data_dir() / "kinetics400-smoke" if preset == "smoke" else None
 
 
@@ -218,7 +217,7 @@ def _row(rows: list[Row], key: str, label: str, cfg: Path | None, command: str, 
 
 def _small_rows(preset: str) -> list[Row]:
     """ShapesWorld (tiny / smoke): every method on all classes, on the base half and across to the held-out set."""
-    root = _root(preset, None)
+    root = _root(preset)
     common: list[str] = [f"--data.init_args.root={root}"] if root is not None else []
     if preset == "tiny":
         common.append("--trainer.enable_progress_bar=false")
@@ -232,7 +231,7 @@ def _small_rows(preset: str) -> list[Row]:
         cfg = (b2n and _config(preset, f"b2n-{suffix}")) or _config(preset, suffix)
         ov = [*(common if base_common else [o for o in common if not o.startswith("--data.init_args.root")]),
               *extra]
-        _row(rows, key, label, cfg or None, command, ov, checkpoint_of, flag)
+        _row(rows, key, label, cfg, command, ov, checkpoint_of, flag)
 
     split = "--data.init_args.class_split="
     add("zero_shot", "zero_shot", "validate", "Vanilla zero-shot CLIP (all classes)", [])
@@ -390,8 +389,9 @@ def _num_classes(plan: Plan, row: Row) -> int | None:
 def _first_seed(preset: str, meta: dict[str, Any]) -> int:
     """The seed column of a row key without a seed suffix (paper: a trained base-to-novel row's base split, a
     cross-dataset row's split: 1)."""
-    if preset == "paper" and ((meta["setting"] == "b2n" and meta["method"] != "zero_shot")
-                              or meta["eval"] == "heldout"):
+    if preset == "paper" and meta["eval"] == "heldout":
+        return ZS_SPLITS[0]
+    if preset == "paper" and meta["setting"] == "b2n" and meta["method"] != "zero_shot":
         return PAPER_B2N_SPLITS[0]
     return SEEDS[preset][0]
 
@@ -421,8 +421,8 @@ def table_rows(plan: Plan, results: dict[str, RowResult]) -> list[dict[str, Any]
                     "trainable": res.trainable_params, "top1": 100 * m["val/acc1"] if "val/acc1" in m else None,
                     "paper_top1": paper, "minutes": res.seconds / 60, "run_id": res.run_id})
     lines = [{"key": f"chance_{ev}" if ds == "k400" else f"chance_{ds}_{ev}", "dataset": ds, "method": "chance",
-              "setting": "", "classes": ev, "shots": None, "seed": "", "command": "", "model_of": "", "status": "", "trainable": 0,
-              "top1": 100 / n if n else None, "paper_top1": None, "minutes": 0.0, "run_id": ""}
+              "setting": "", "classes": ev, "shots": None, "seed": "", "command": "", "model_of": "", "status": "",
+              "trainable": 0, "top1": 100 / n if n else None, "paper_top1": None, "minutes": 0.0, "run_id": ""}
              for (ds, ev), n in chance.items()]
     return lines + out
 
@@ -431,16 +431,16 @@ def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def _values(lines_: list[dict[str, Any]], label: str, setting: str, ev: str, ds: str = "k400") -> dict[int, float]:
-    """Top-1 by seed of the finished rows of one dataset / method / setting / class set."""
-    return {r["seed"]: r["top1"] for r in lines_ if r["method"] == label and r["setting"] == setting
-            and r["classes"] == ev and r.get("dataset", "k400") == ds and r["status"] == "finished"
-            and r["top1"] is not None}
+def _values(lines_: list[dict[str, Any]], label: str, setting: str, ev: str, ds: str = "k400",
+            by: str = "seed") -> dict[int, float]:
+    """Top-1 by seed (or by ``by``: ``shots``) of the finished rows of one dataset / method / setting / class set."""
+    return {r[by]: r["top1"] for r in lines_ if r["method"] == label and r["setting"] == setting
+            and r["classes"] == ev and r["dataset"] == ds and r["status"] == "finished" and r["top1"] is not None}
 
 
 def _failed(lines_: list[dict[str, Any]], label: str, setting: str, ds: str = "k400") -> str:
     n = sum(1 for r in lines_ if r["method"] == label and r["setting"] == setting and r["status"] == "failed"
-            and r.get("dataset", "k400") == ds)
+            and r["dataset"] == ds)
     return f" ({n} row(s) failed)" if n else ""
 
 
@@ -456,8 +456,7 @@ def _cells(m: str, setting: str, lines_: list[dict[str, Any]], ds: str = "k400")
             "- (K400 not reported; HMDB-51 77.1 / 54.9 / 64.1)" if (ds, m) == ("k400", "prompting") else "-")
         return [mean_std(list(base.values()), True), mean_std(list(novel.values()), True), mean_std(hm, True), paper]
     if setting == "few":
-        by_k = {r["shots"]: r["top1"] for r in lines_ if r["method"] == label and r["setting"] == "few"
-                and r.get("dataset") == ds and r["status"] == "finished" and r["top1"] is not None}
+        by_k = _values(lines_, label, "few", "all", ds, by="shots")
         if not by_k and not _failed(lines_, label, "few", ds):
             return None
         paper = " / ".join(f"{v:.1f}" for v in PAPER_FEW[ds, m]) if (ds, m) in PAPER_FEW else "-"
@@ -507,9 +506,9 @@ def _chance_cells(setting: str, chance: dict[tuple[str, str], float | None], ds:
 
 
 def markdown(lines_: list[dict[str, Any]], header: str) -> str:
-    chance = {(r.get("dataset", "k400"), r["classes"]): r["top1"] for r in lines_ if r["method"] == "chance"}
+    chance = {(r["dataset"], r["classes"]): r["top1"] for r in lines_ if r["method"] == "chance"}
     methods = [m for m in METHODS if any(r["method"] == METHODS[m][0] for r in lines_)]
-    datasets = [d for d in DATASET_DIRS if any(r.get("dataset", "k400") == d for r in lines_)]
+    datasets = [d for d in DATASET_DIRS if any(r["dataset"] == d for r in lines_)]
     out = [header]
     for setting, (intro, head) in SECTIONS.items():
         body = []
@@ -540,8 +539,8 @@ def markdown(lines_: list[dict[str, Any]], header: str) -> str:
     return "\n".join(out)
 
 
-CSV_FIELDS = ["key", "dataset", "method", "setting", "classes", "shots", "seed", "command", "model_of", "status", "trainable",
-              "top1", "paper_top1", "minutes", "run_id"]
+CSV_FIELDS = ["key", "dataset", "method", "setting", "classes", "shots", "seed", "command", "model_of", "status",
+              "trainable", "top1", "paper_top1", "minutes", "run_id"]
 
 
 def write_results(plan: Plan, results: dict[str, RowResult], parent: str,

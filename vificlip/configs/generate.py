@@ -14,8 +14,8 @@ Settings (the official recipe, ``muzairkhattak/ViFi-CLIP`` configs and ``utils/c
   x 8 GPUs x 16 accumulation = 512, lr 2.2e-5, 30 epochs, 5 warm-up epochs, test 4 clips x 3 crops;
 * vanilla CLIP zero-shot (``*_zero-shot``): nothing trains, bare class names; run ``validate`` / ``test``;
 * zero-shot training on K400 (``vit-b16_32f_zs-train-{vificlip,image-ft,text-ft}``): 32 frames, batch 256
-  (4 x 8 x 8), lr 8e-6, 10 epochs; the cross-dataset evaluation is ``validate`` / ``test`` of that checkpoint (``--ckpt_path``) with
-  ``hmdb51|ucf101|k600/vit-b16_32f_zs-eval-vificlip`` (split 1: ``val1.txt`` + ``hmdb_51_labels.csv`` /
+  (4 x 8 x 8), lr 8e-6, 10 epochs; the cross-dataset evaluation is ``validate`` / ``test`` of that checkpoint
+  (``--ckpt_path``) with ``hmdb51|ucf101|k600/vit-b16_32f_zs-eval-vificlip`` (split 1: ``val1.txt`` + ``hmdb_51_labels.csv`` /
   ``ucf_101_labels.csv``, ``ZS_split1_K600_eval.txt`` + ``ZS_split1_K600.csv``; splits 2 and 3: override
   ``val_file`` / ``class_file``, :func:`zs_split_files`); ``*_zs-eval-{image-ft,text-ft}``: those methods' K400
   checkpoints, ``*_zs-eval-zero-shot``: vanilla CLIP, on the same lists;
@@ -106,16 +106,17 @@ B2N_LABELS = {"k400": "kinetics_400", "hmdb51": "hmdb_51", "ucf101": "ucf_101", 
 FULL_LABELS = {"k400": "kinetics_400_labels.csv", "hmdb51": "hmdb_51_labels.csv", "ucf101": "ucf_101_labels.csv",
                "ssv2": "ssv2_labels.csv"}
 EVAL_LIST = {"k400": "val.txt", "hmdb51": "val1.txt", "ucf101": "val1.txt", "ssv2": "validation.txt"}
-#: the cross-dataset zero-shot targets: split k's (evaluation list, class CSV)
-ZS_SPLITS = {"hmdb51": lambda k: (f"val{k}.txt", "hmdb_51_labels.csv"),
-             "ucf101": lambda k: (f"val{k}.txt", "ucf_101_labels.csv"),
-             "k600": lambda k: (f"ZS_split{k}_K600_eval.txt", f"ZS_split{k}_K600.csv")}
+#: the cross-dataset zero-shot targets: the evaluation list and class CSV of split ``{k}``
+ZS_FILES = {"hmdb51": ("val{k}.txt", "hmdb_51_labels.csv"), "ucf101": ("val{k}.txt", "ucf_101_labels.csv"),
+            "k600": ("ZS_split{k}_K600_eval.txt", "ZS_split{k}_K600.csv")}
+#: the methods that train (every other method: zero-shot, prompting)
+TRAINED = ("vificlip", "image_ft", "text_ft")
 
 
 def zs_split_files(dataset: str, k: int) -> dict[str, str]:
     """The ``val_file`` / ``class_file`` of cross-dataset zero-shot split ``k`` (1-3) of ``dataset``."""
-    val, labels = ZS_SPLITS[dataset](k)
-    return {"val_file": val, "class_file": labels}
+    val, labels = ZS_FILES[dataset]
+    return {"val_file": val.format(k=k), "class_file": labels.format(k=k)}
 
 
 def b2n_files(dataset: str, half: str, k: int = 1) -> dict[str, str]:
@@ -128,19 +129,18 @@ def b2n_files(dataset: str, half: str, k: int = 1) -> dict[str, str]:
 
 def _paper() -> list[Setting]:
     full = {"class_file": FULL_LABELS["k400"]}
-    out = [Setting("paper", "k400", m, 16, data=full) for m in ("vificlip", "image_ft", "text_ft")]
+    out = [Setting("paper", "k400", m, 16, data=full) for m in TRAINED]
     out.append(Setting("paper", "k400", "zero_shot", 16, epochs=0, data=full))
-    trained = ("vificlip", "image_ft", "text_ft")
-    for m in trained:  # the official zero-shot training configs (USE: both / image / text)
+    for m in TRAINED:  # the official zero-shot training configs (USE: both / image / text)
         out.append(Setting("paper", "k400", m, 32, "zs-train", lr=8e-6, epochs=10, accumulate=8, data=full))
-    for ds in ZS_SPLITS:  # a K400 32-frame checkpoint of each method, or vanilla CLIP, evaluated on split 1
-        for m in (*trained, "zero_shot"):
+    for ds in ZS_FILES:  # a K400 32-frame checkpoint of each method, or vanilla CLIP, evaluated on split 1
+        for m in (*TRAINED, "zero_shot"):
             out.append(Setting("paper", ds, m, 32, "zs-eval", epochs=0, data=zs_split_files(ds, 1)))
     for ds in B2N_LABELS:
         # the published base split's labels index the base class CSV (not the dataset's full one); the novel
         # evaluation is a `validate` with val_file novel_val.txt and the novel CSV (vificlip/README.md)
         files = b2n_files(ds, "base")
-        for m in trained:
+        for m in TRAINED:
             out.append(Setting("paper", ds, m, 32, "b2n", lr=2e-6, epochs=11, accumulate=2, data=files))
         out.append(Setting("paper", ds, "prompting", 32, "b2n", lr=4e-2, epochs=11, accumulate=2, prompts=(16, 9),
                            data=files))
@@ -162,13 +162,12 @@ def _small(preset: str) -> list[Setting]:
     lr = {"tiny": 3e-4, "smoke": 1e-4}[preset]
     epochs = {"tiny": 6, "smoke": 1}[preset]
     prompts = (8, 3) if preset == "tiny" else (4, 2)
-    trained = ("vificlip", "image_ft", "text_ft")
-    out = [Setting(preset, "k400", m, frames, lr=lr, epochs=epochs) for m in trained]
+    out = [Setting(preset, "k400", m, frames, lr=lr, epochs=epochs) for m in TRAINED]
     # base-to-novel fine-tuning at a lower lr than the fully supervised rows, as the paper does (2e-6 vs 2.2e-5):
     # tiny 1e-4 vs 3e-4. At 3e-4 every fine-tuned row lost novel accuracy against zero-shot (ViFi-CLIP 81.2 vs
     # 85.4); at 1e-4 it keeps base (95.1) and gains on novel (89.6, 3 seeds) [ours, vificlip/README.md]
     out += [Setting(preset, "k400", m, frames, "b2n", lr=1e-4, epochs=epochs, data={"class_split": "base"})
-            for m in trained]
+            for m in TRAINED]
     out.append(Setting(preset, "k400", "zero_shot", frames, epochs=0))
     out.append(Setting(preset, "k400", "prompting", frames, "b2n", lr=4e-2 if preset == "tiny" else 1e-2,
                        epochs=epochs, prompts=prompts, data={"class_split": "base"}))
