@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from common.ops import resize_bilinear
 
 
 class SegFormerHead(nn.Module):
@@ -44,7 +45,7 @@ class SegFormerHead(nn.Module):
         for f, proj in zip(reversed(feats), reversed(self.proj)):
             m = proj(f)
             if m.shape[-2:] != size:
-                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                m = resize_bilinear(m, size)
             maps.append(m)
         return self.pred(self.dropout(self.fuse(torch.cat(maps, dim=1))))
 

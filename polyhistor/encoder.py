@@ -5,12 +5,13 @@ maps (NCHW, strides 4/8/16/32) as that task sees them. Methods with task-specifi
 BitFit, prompts, LoRA, hyper-adapters) compute the encoder once per task; task-agnostic ones (decoders only, full
 fine-tuning, VL-Adapter's single shared adapter) once for all tasks (:attr:`MultiTaskSwin.task_agnostic`).
 
-Where the per-task parameters act on rows only (adapters, LoRA, Compacter without tuned norms, the hypernetwork
-rows), the per-task passes run as one pass over the batch repeated once per task, each task's parameters applied to
-its copy (:attr:`MultiTaskSwin.stacked`, ``PeftConfig.stack_tasks``): the same features as one pass per task
-(tested), with one batch of T x B instead of T batches of B -- measured 1.25-1.3x faster per step on CPU at the tiny
-scale. BitFit, tuned norms and VPT change the backbone's own weights or token count per task and keep one pass per
-task.
+Where the per-task parameters act on each sample alone (adapters, LoRA, Compacter with its per-task layer norms,
+VPT's prompts, the hypernetwork rows, Conv-Adapter), the per-task passes run as one pass over the batch repeated
+once per task, each task's parameters applied to its copy (:attr:`MultiTaskSwin.stacked`,
+``PeftConfig.stack_tasks``): the same features and gradients as one pass per task (tested), with one batch of T x B
+instead of T batches of B -- measured 1.25-1.3x faster per step on CPU at the tiny scale. The patch embedding is
+computed once and repeated when no task-specific parameter acts in it. BitFit keeps one pass per task: its per-task
+relative-position bias tables act inside timm's window attention.
 
 Insertion points ("slots"): the ``attn`` and ``mlp`` points of :mod:`common.peft.inject` -- the output of a
 block's window attention (after its projection, before the residual add) and of its MLP, Houlsby's two sequential
@@ -146,8 +147,7 @@ class MultiTaskSwin(nn.Module):
         self._block_info = {b.name: b for b in self.blocks}
         self.dims = stage_dims(swin)
         self.task_agnostic = self.spec.task_agnostic
-        row_wise = self.spec.encoder in ("adapter", "lora", "hyper", "conv_adapter") or (
-            self.spec.encoder == "compacter" and not self.cfg.compacter_tune_norms)
+        row_wise = self.spec.encoder in ("adapter", "lora", "hyper", "conv_adapter", "compacter", "vpt")
         #: the per-task passes run as one stacked batch (see the module docstring)
         self.stacked = bool(self.cfg.stack_tasks and row_wise and not self.task_agnostic)
         if self.spec.full_finetune:
@@ -296,7 +296,12 @@ class MultiTaskSwin(nn.Module):
             if self.bank is not None:  # every task's and layer's weights in one generation per forward
                 generated = self.bank([self.tasks.index(t) for t in tasks])
                 self.ctx.cache["adapter_weights"] = dict(zip(tasks, generated))
-            feats = swin_stage_features(self.swin, images.repeat(n, 1, 1, 1))
+            if self.prompts is not None:
+                feats = self.prompts.stage_features(self.swin, images, repeat=n)
+            elif any(p.requires_grad for p in self.swin.patch_embed.parameters()):  # tuned norms reach into it
+                feats = swin_stage_features(self.swin, images.repeat(n, 1, 1, 1))
+            else:  # nothing task-specific before the first block: one patch embedding for every task
+                feats = swin_stage_features(self.swin, images, repeat=n)
         chunks = [f.chunk(n, dim=0) for f in feats]
         return {t: [c[i] for c in chunks] for i, t in enumerate(tasks)}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from common.ops import resize_bilinear
 from common.peft.accounting import count_parameters
 from polyhistor.decoder import SegFormerHead
 from polyhistor.encoder import MultiTaskSwin, PeftConfig
@@ -38,8 +38,7 @@ class MultiTaskDenseNet(nn.Module):
         tasks = list(tasks or self.tasks)
         feats = self.encoder.forward_tasks(images, tasks)
         size = images.shape[-2:]
-        return {t: F.interpolate(self.decoders[t](feats[t]), size=size, mode="bilinear", align_corners=False)
-                for t in tasks}
+        return {t: resize_bilinear(self.decoders[t](feats[t]), size) for t in tasks}
 
     def trainable_parameters(self) -> int:
         return count_parameters(self, trainable_only=True)

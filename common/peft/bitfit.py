@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -20,17 +21,27 @@ from common.peft.context import TaskContext
 
 
 class TaskDelta(nn.Module):
-    """Parametrization ``original -> original + delta[ctx.task]`` with one zero-initialised delta per task."""
+    """Parametrization ``original -> original + delta[ctx.task]`` with one zero-initialised delta per task.
+
+    ``applied_per_chunk``: a forward hook of the owning module applies the deltas per chunk when the context runs
+    tasks stacked (:func:`add_task_norm_deltas` does for layer norms); the parametrization then gives the original
+    tensor. Without such a hook a stacked pass has no single task to read, and fails loudly.
+    """
 
     def __init__(self, shape: torch.Size, ctx: TaskContext, shared: bool = False) -> None:
         super().__init__()
         self.ctx = ctx
         self.shared = shared
+        self.applied_per_chunk = False
         names = ["shared"] if shared else list(ctx.tasks)
         self.deltas = nn.ParameterDict({t: nn.Parameter(torch.zeros(shape)) for t in names})
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
-        return original + self.deltas["shared" if self.shared else self.ctx.task]
+        if self.shared:
+            return original + self.deltas["shared"]
+        if self.applied_per_chunk and self.ctx.stacked is not None:
+            return original
+        return original + self.deltas[self.ctx.task]
 
 
 def default_bias_predicate(include_relative_position_bias: bool = True) -> Callable[[str, str], bool]:
@@ -70,9 +81,42 @@ def add_task_deltas(
     return done
 
 
+class StackedNormHook:
+    """Forward hook of a layer norm with per-task weight / bias deltas: in a stacked pass, the output again with
+    each chunk's task's affine map (``norm(x) * (w + dw_t) + (b + db_t)``); otherwise nothing. A class, not a
+    closure, so ``copy.deepcopy`` of the model maps its context onto the copy's."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, module: nn.LayerNorm, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor
+                 ) -> torch.Tensor | None:
+        tasks = self.ctx.stacked
+        if tasks is None:
+            return None
+        x = inputs[0]
+        affine = []
+        for name in ("weight", "bias"):
+            p = module.parametrizations[name]
+            affine.append(torch.stack([p.original + p[0].deltas[t] for t in tasks]).unsqueeze(1))
+        y = F.layer_norm(x, module.normalized_shape, None, None, module.eps).reshape(len(tasks), -1, x.shape[-1])
+        return torch.addcmul(affine[1], y, affine[0]).reshape(x.shape)
+
+
 def add_task_norm_deltas(
     model: nn.Module, ctx: TaskContext, norm_types: tuple[type[nn.Module], ...] = (nn.LayerNorm,)
 ) -> list[str]:
-    """Per-task deltas on the weight and bias of every norm layer of ``model`` (Compacter tunes layer norms)."""
-    norm_names = {name for name, m in model.named_modules() if isinstance(m, norm_types)}
-    return add_task_deltas(model, ctx, lambda mod_name, t: mod_name in norm_names and t in ("weight", "bias"))
+    """Per-task deltas on the weight and bias of every norm layer of ``model`` (Compacter tunes layer norms).
+
+    Stacked passes (:meth:`TaskContext.use_stacked`) work through layer norms over the last dimension with a weight
+    and a bias: a forward hook re-applies each chunk's task's affine map to the normalised input. Any other norm
+    keeps the single-task parametrization and fails loudly in a stacked pass."""
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, norm_types)}
+    done = add_task_deltas(model, ctx, lambda mod_name, t: mod_name in norms and t in ("weight", "bias"))
+    for m in norms.values():
+        if (isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1
+                and set(getattr(m, "parametrizations", {}).keys()) == {"weight", "bias"}):
+            for name in ("weight", "bias"):
+                m.parametrizations[name][0].applied_per_chunk = True
+            m.register_forward_hook(StackedNormHook(ctx))
+    return done

@@ -63,10 +63,17 @@ def stage_depths(model: nn.Module) -> list[int]:
     return [len(stage.blocks) for stage in model.layers]
 
 
-def swin_stage_features(model: nn.Module, x: torch.Tensor, final_norm: bool = True) -> list[torch.Tensor]:
-    """The output of every stage as NCHW maps (strides 4, 8, 16, 32); the last one through the final norm."""
+def swin_stage_features(model: nn.Module, x: torch.Tensor, final_norm: bool = True, repeat: int = 1
+                        ) -> list[torch.Tensor]:
+    """The output of every stage as NCHW maps (strides 4, 8, 16, 32); the last one through the final norm.
+
+    ``repeat``: the stages run on the patch embedding repeated that many times along the batch (a multi-task stacked
+    pass, every chunk from the same images): the same as ``x.repeat(repeat, 1, 1, 1)`` when nothing task-specific
+    acts on the patch embedding, with the embedding computed once."""
     check_swin(model)
     h = model.patch_embed(x)
+    if repeat > 1:
+        h = h.repeat(repeat, *([1] * (h.ndim - 1)))
     feats = []
     for s, stage in enumerate(model.layers):
         h = stage(h)

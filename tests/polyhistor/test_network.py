@@ -111,36 +111,43 @@ def test_vpt_rows_do_change_features():
 
 
 def test_encoder_passes_per_row():
-    """Task-agnostic rows: one pass of the batch; row-wise task-specific rows: one stacked pass of T x the batch;
-    the others (and stack_tasks=False): one pass per task."""
-    batches = []
+    """Task-agnostic rows: one pass of the batch; row-wise task-specific rows: one stacked pass of T x the batch
+    (the patch embedding, which no PEFT touches, computed once for all T); the others (and stack_tasks=False): one
+    pass per task."""
+    batches, embeds = [], []
     for method, peft, expected in (("decoders_only", None, [1]), ("vl_adapter", None, [1]),
                                    ("adapter", None, [len(TASKS)]),
                                    ("adapter", PeftConfig(stack_tasks=False), [1] * len(TASKS)),
                                    ("bitfit", None, [1] * len(TASKS))):
         net = build_network(make_tiny_swin(0), method, TASKS, peft=peft, decoder_embed_dim=16).train()
-        handle = net.encoder.swin.patch_embed.register_forward_hook(lambda m, i, o: batches.append(i[0].shape[0]))
+        hooks = [net.encoder.swin.layers[0].register_forward_hook(lambda m, i, o: batches.append(i[0].shape[0])),
+                 net.encoder.swin.patch_embed.register_forward_hook(lambda m, i, o: embeds.append(i[0].shape[0]))]
         batches.clear()
+        embeds.clear()
         out = net(torch.randn(1, 3, 32, 32))
-        handle.remove()
+        for h in hooks:
+            h.remove()
         assert batches == expected, (method, peft)
+        assert embeds == [1] * (1 if net.encoder.stacked or net.encoder.task_agnostic else len(TASKS)), method
         assert {t: o.shape for t, o in out.items()} == {t: (1, c, 32, 32) for t, c in PASCAL_OUTPUTS.items()}
 
 
-STACKED = {"adapter": None, "conv_adapter": None, "lora": None, "hyperformer": None, "polyhistor": None,
-           "polyhistor_lite": None,
-           "compacter": PeftConfig(compacter_tune_norms=False), "compacter_pp": PeftConfig(compacter_tune_norms=False)}
+STACKED = [("adapter", None), ("conv_adapter", None), ("lora", None), ("hyperformer", None), ("polyhistor", None),
+           ("polyhistor_lite", None), ("compacter", None), ("compacter_pp", None),
+           ("compacter", PeftConfig(compacter_tune_norms=False)), ("vpt_shallow", None), ("vpt_deep", None)]
 
 
-@pytest.mark.parametrize("method", list(STACKED))
-def test_stacked_pass_equals_one_pass_per_task(method):
+@pytest.mark.parametrize(("method", "peft"), STACKED)
+def test_stacked_pass_equals_one_pass_per_task(method, peft):
     """Features and gradients of the stacked pass match one pass per task, with PEFT weights that differ per task
-    (random, not the identity init)."""
+    (random, not the identity init): adapters, prompts, and the per-task layer-norm deltas of the Compacter rows."""
     torch.manual_seed(1)
-    net = build_network(make_tiny_swin(5), method, TASKS, peft=STACKED[method], decoder_embed_dim=16).eval()
+    net = build_network(make_tiny_swin(5), method, TASKS, peft=peft, decoder_embed_dim=16).eval()
     assert net.encoder.stacked
+    trainable = {n: p for n, p in net.encoder.named_parameters() if p.requires_grad}
+    assert trainable
     with torch.no_grad():
-        for p in net.encoder.peft.parameters():
+        for p in trainable.values():
             p.normal_(0.0, 0.2)
     x = torch.randn(3, 3, 32, 32)
     results = []
@@ -150,7 +157,7 @@ def test_stacked_pass_equals_one_pass_per_task(method):
         feats = net.encoder.forward_tasks(x)
         loss = sum(((i + 1) * f.sin()).mean() for i, t in enumerate(TASKS) for f in feats[t])
         loss.backward()
-        grads = {n: p.grad.clone() for n, p in net.encoder.peft.named_parameters() if p.grad is not None}
+        grads = {n: p.grad.clone() for n, p in trainable.items() if p.grad is not None}
         results.append((feats, grads))
     (f_st, g_st), (f_seq, g_seq) = results
     for t in TASKS:
@@ -161,15 +168,15 @@ def test_stacked_pass_equals_one_pass_per_task(method):
         assert torch.allclose(g_st[n], g_seq[n], atol=1e-5, rtol=1e-3), (method, n)
 
 
-@pytest.mark.parametrize("method", ["bitfit", "vpt_deep", "compacter"])
-def test_rows_that_change_the_backbone_per_task_do_not_stack(method):
-    net, _ = _net(method)
+def test_bitfit_does_not_stack():
+    """BitFit's per-task relative-position bias tables act inside timm's window attention: one pass per task."""
+    net, _ = _net("bitfit")
     assert not net.encoder.stacked
     with pytest.raises(RuntimeError, match="cannot run tasks stacked"):
         net.encoder.forward_stacked(torch.randn(1, 3, 32, 32), TASKS)
-    if method == "bitfit":  # forcing it anyway fails loudly instead of using one task's biases for all
-        with pytest.raises(RuntimeError, match="cannot run stacked"), net.encoder.ctx.use_stacked(TASKS):
-            swin_stage_features(net.encoder.swin, torch.randn(4, 3, 32, 32))
+    # forcing it anyway fails loudly instead of using one task's biases for all
+    with pytest.raises(RuntimeError, match="cannot run stacked"), net.encoder.ctx.use_stacked(TASKS):
+        swin_stage_features(net.encoder.swin, torch.randn(4, 3, 32, 32))
 
 
 def test_deepcopy_maps_hooks_onto_the_copy():
