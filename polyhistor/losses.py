@@ -65,6 +65,7 @@ def task_loss(task: str, pred: torch.Tensor, batch: Mapping[str, torch.Tensor], 
 
 def weighted_losses(preds: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
                     weights: Mapping[str, float] | None = None, ignore_index: int = 255) -> dict[str, torch.Tensor]:
-    """``{task: weight * loss}`` for every predicted task."""
+    """``{task: weight * loss}`` for every predicted task, computed in float32 (predictions of a bf16 / fp16
+    autocast forward are upcast first)."""
     w = {**DEFAULT_WEIGHTS, **(weights or {})}
-    return {t: float(w[t]) * task_loss(t, p, batch, ignore_index) for t, p in preds.items()}
+    return {t: float(w[t]) * task_loss(t, p.float(), batch, ignore_index) for t, p in preds.items()}

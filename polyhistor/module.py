@@ -75,7 +75,7 @@ class PolyhistorModule(CVModule):
         peft_lr_scale: the encoder-side PEFT weights (adapters, LoRA, prompts, BitFit deltas, hypernetworks; the
             generators then at ``peft_lr_scale * generator_lr_scale``) use ``lr`` times this; the decoders ``lr``.
             1.0 (default; every paper config): one learning rate, the papers' recipe. The tiny and smoke Adapter
-            configs set 0.1 (polyhistor/README.md, "Training choices").
+            configs set 0.1, the LoRA configs 0.3 (polyhistor/README.md, "Training choices").
         single_task_baseline: ``{task: main metric}`` of single-task fine-tuning, for ``val/delta_m``.
         data_info: linked from the datamodule.
     """

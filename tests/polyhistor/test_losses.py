@@ -46,3 +46,17 @@ def test_default_weights_are_the_lineages():
     unit = 1 / math.sqrt(3)
     assert math.isclose(float(terms["normals"]), 10 * (2 * unit + (1 - unit)) / 3, rel_tol=1e-5)
     assert math.isclose(float(weighted_losses(preds, batch, {"semseg": 0.5})["semseg"]), 0.5 * math.log(21), rel_tol=1e-5)
+
+
+def test_losses_of_bf16_predictions_are_computed_in_float32():
+    """A bf16 autocast forward (the tiny preset) gives bf16 predictions; the losses upcast them first, so each equals
+    the float32 loss of the same (rounded) values, not a bf16 sum."""
+    g = torch.Generator().manual_seed(0)
+    batch = {"semseg": torch.randint(0, 21, (2, 16, 16), generator=g), "normals": torch.randn(2, 3, 16, 16, generator=g)}
+    preds = {"semseg": torch.randn(2, 21, 16, 16, generator=g).to(torch.bfloat16),
+             "normals": torch.randn(2, 3, 16, 16, generator=g).to(torch.bfloat16)}
+    low = weighted_losses(preds, batch)
+    ref = weighted_losses({t: p.float() for t, p in preds.items()}, batch)
+    for t in preds:
+        assert low[t].dtype == torch.float32
+        assert float(low[t]) == float(ref[t])

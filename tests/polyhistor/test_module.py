@@ -137,9 +137,10 @@ def test_paper_presets_train_the_generators_at_the_papers_learning_rate(method):
     assert gen and {g["lr"] for g in opt.param_groups if any(id(p) in gen for p in g["params"])} == {1e-3}
 
 
-def test_peft_lr_scale_is_a_tiny_knob_of_the_adapter_row_only():
-    """The paper presets train every weight at the recipe's one lr; only the tiny / smoke Adapter row scales its
-    adapters (polyhistor/README.md, "Training choices")."""
-    scaled = {(p.parent.name, p.stem) for p, t in expected_files().items()
-              if "peft_lr_scale" in yaml.safe_load(t)["model"]["init_args"]}
-    assert scaled == {("tiny", "adapter"), ("smoke", "adapter")}
+def test_peft_lr_scale_is_a_tiny_knob_of_the_adapter_and_lora_rows_only():
+    """The paper presets train every weight at the recipe's one lr; only the tiny / smoke Adapter (0.1) and LoRA
+    (0.3) rows scale their per-task encoder weights (polyhistor/README.md, "Training choices")."""
+    scaled = {(p.parent.name, p.stem): yaml.safe_load(t)["model"]["init_args"].get("peft_lr_scale")
+              for p, t in expected_files().items()}
+    assert {k: v for k, v in scaled.items() if v is not None} == {
+        ("tiny", "adapter"): 0.1, ("smoke", "adapter"): 0.1, ("tiny", "lora"): 0.3, ("smoke", "lora"): 0.3}
