@@ -132,7 +132,7 @@ def measure(method: str, opts: dict[str, Any]) -> dict[str, Any]:
             for _ in range(max(3, opts["steps"])):
                 sync()
                 t0 = time.perf_counter()
-                bank(ids)
+                bank.per_slot(ids)
                 sync()
                 gen_times.append(time.perf_counter() - t0)
         gen_ms = 1000 * statistics.median(gen_times)

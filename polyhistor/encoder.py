@@ -47,7 +47,7 @@ from polyhistor.hypernet import (
     DecomposedAdapterBank,
     FullAdapterBank,
     KroneckerAdapterBank,
-    apply_adapter,
+    apply_task_adapters,
 )
 from polyhistor.methods import METHODS, method_spec
 
@@ -109,8 +109,9 @@ class PeftConfig:
 
 
 class GeneratedAdapter(nn.Module):
-    """Slot ``slot``'s generated adapter (no parameters of its own): the weights are read from the context's
-    per-task cache, where :meth:`MultiTaskSwin.forward` puts what the hypernetwork generated for this pass."""
+    """Slot ``slot``'s generated adapter (no parameters of its own): the weights are read from the context's cache,
+    where :meth:`MultiTaskSwin.forward` puts what the hypernetwork generated for this pass (every slot, a leading
+    task dimension in the order of the pass's tasks, i.e. of the stacked chunks)."""
 
     def __init__(self, ctx: TaskContext, slot: int, activation: str) -> None:
         super().__init__()
@@ -121,7 +122,7 @@ class GeneratedAdapter(nn.Module):
         if weights is None:
             raise RuntimeError("hyper-adapters run without generated weights; call MultiTaskSwin.forward "
                                "(polyhistor/encoder.py), which generates them once per pass")
-        return self.ctx.per_chunk(out, lambda t, x: apply_adapter(x, weights[t][self.slot], self.activation))
+        return apply_task_adapters(out, weights[self.slot], self.activation)
 
 
 def _check_positions(positions: list[str]) -> list[str]:
@@ -271,7 +272,7 @@ class MultiTaskSwin(nn.Module):
         task = task or self.tasks[0]
         with self.ctx.use(task):
             if self.bank is not None:
-                self.ctx.cache["adapter_weights"] = {task: self.bank(self.ctx.index)}  # once per forward
+                self.ctx.cache["adapter_weights"] = self.bank.per_slot([self.ctx.index])  # once per forward
             if self.prompts is not None:
                 return self.prompts.stage_features(self.swin, images)
             return swin_stage_features(self.swin, images)
@@ -294,8 +295,7 @@ class MultiTaskSwin(nn.Module):
         n = len(tasks)
         with self.ctx.use_stacked(tasks):
             if self.bank is not None:  # every task's and layer's weights in one generation per forward
-                generated = self.bank([self.tasks.index(t) for t in tasks])
-                self.ctx.cache["adapter_weights"] = dict(zip(tasks, generated))
+                self.ctx.cache["adapter_weights"] = self.bank.per_slot([self.tasks.index(t) for t in tasks])
             if self.prompts is not None:
                 feats = self.prompts.stage_features(self.swin, images, repeat=n)
             elif any(p.requires_grad for p in self.swin.patch_embed.parameters()):  # tuned norms reach into it

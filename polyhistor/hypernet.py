@@ -104,6 +104,24 @@ def apply_adapter(h: torch.Tensor, w: AdapterWeights, activation: str = "gelu") 
     return h + out
 
 
+def apply_task_adapters(h: torch.Tensor, w: AdapterWeights, activation: str = "gelu") -> torch.Tensor:
+    """:func:`apply_adapter` for T tasks at once: ``w`` holds each tensor with a leading task dimension (T, ...),
+    ``h`` is T equal chunks along its first dimension (a stacked pass; T = 1: one task), chunk ``t`` gets task
+    ``t``'s adapter. Batched matrix products over the tasks: no per-task slicing of the generated tensors, whose
+    backward would otherwise write each slice into a zero tensor of the whole generation."""
+    t, dim = w.w_down.shape[0], h.shape[-1]
+    if h.shape[0] % t:
+        raise RuntimeError(f"apply_task_adapters: a batch of {h.shape[0]} does not split into {t} task chunks "
+                           "(polyhistor/hypernet.py)")
+    x = h.reshape(t, -1, dim)
+    z = activation_fn(activation)(torch.baddbmm(w.b_down.unsqueeze(1), x, w.w_down.transpose(1, 2)))
+    out = torch.baddbmm(w.b_up.unsqueeze(1), z, w.w_up.transpose(1, 2))
+    if w.norm_weight is not None:
+        out = torch.addcmul(w.norm_bias.unsqueeze(1), F.layer_norm(out, (dim,), None, None, NORM_EPS),
+                            w.norm_weight.unsqueeze(1))
+    return h + out.view(h.shape)
+
+
 def _generator(z: int, out: int, std: float, zero: bool = False) -> nn.Linear:
     lin = nn.Linear(z, out)
     if zero:
@@ -263,17 +281,28 @@ class _SharedGeneratorBank(nn.Module):
         """The generator module that writes slot ``slot``'s adapter."""
         return self.generators[self.groups[slot]]
 
-    def forward(self, tasks: int | Sequence[int]) -> list[AdapterWeights] | list[list[AdapterWeights]]:
+    def per_slot(self, tasks: Sequence[int]) -> list[AdapterWeights]:
+        """Every slot's weights for ``tasks`` in one generation, each tensor with a leading task dimension (T, ...)."""
         self.calls += 1
-        ids, single = _task_tensor(tasks, self.layers.device)
+        ids, _ = _task_tensor(list(tasks), self.layers.device)
         cond = self.projector(ids, self.layers, self.positions)  # (T, S, z)
-        out: list[list[AdapterWeights | None]] = [[None] * len(self.slots) for _ in range(len(ids))]
+        out: list[AdapterWeights | None] = [None] * len(self.slots)
         for g, members in self._members.items():
             w = self.generators[g](cond[:, members])  # every task and slot of the group in one call
+            parts = [None if x is None else x.unbind(1) for x in w]  # one backward node per tensor, not per slot
             for j, slot in enumerate(members):
-                for t in range(len(ids)):
-                    out[t][slot] = AdapterWeights(*(None if x is None else x[t, j] for x in w))
-        return out[0] if single else out
+                out[slot] = AdapterWeights(*(None if p is None else p[j] for p in parts))
+        return out
+
+    def forward(self, tasks: int | Sequence[int]) -> list[AdapterWeights] | list[list[AdapterWeights]]:
+        return _per_task(self.per_slot([tasks] if isinstance(tasks, int) else list(tasks)), isinstance(tasks, int))
+
+
+def _per_task(per_slot: list[AdapterWeights], single: bool) -> list[AdapterWeights] | list[list[AdapterWeights]]:
+    """Per-slot weights with a leading task dimension -> per task, the list of its slots' weights (one task: that
+    list)."""
+    out = [[w.select(t) for w in per_slot] for t in range(per_slot[0].w_down.shape[0])]
+    return out[0] if single else out
 
 
 class FullAdapterBank(_SharedGeneratorBank):
@@ -355,12 +384,14 @@ class KroneckerAdapterBank(nn.Module):
         cond = self.projector(tasks)  # (T, z)
         return AdapterWeights(self.down(cond), self.b_down(cond), self.up(cond), self.b_up(cond))
 
-    def forward(self, tasks: int | Sequence[int]) -> list[AdapterWeights] | list[list[AdapterWeights]]:
+    def per_slot(self, tasks: Sequence[int]) -> list[AdapterWeights]:
+        """Every slot's weights for ``tasks`` in one generation, each tensor with a leading task dimension (T, ...)."""
         self.calls += 1
-        ids, single = _task_tensor(tasks, self.scale_down[0].device)
+        ids, _ = _task_tensor(list(tasks), self.scale_down[0].device)
         t = self.templates(ids)
-        per_slot = [AdapterWeights(kron_scale(self.scale_down[i], t.w_down), kron_scale(self.scale_b_down[i], t.b_down),
-                                   kron_scale(self.scale_up[i], t.w_up), kron_scale(self.scale_b_up[i], t.b_up))
-                    for i in range(len(self.slots))]
-        out = [[w.select(j) for w in per_slot] for j in range(len(ids))]
-        return out[0] if single else out
+        return [AdapterWeights(kron_scale(self.scale_down[i], t.w_down), kron_scale(self.scale_b_down[i], t.b_down),
+                               kron_scale(self.scale_up[i], t.w_up), kron_scale(self.scale_b_up[i], t.b_up))
+                for i in range(len(self.slots))]
+
+    def forward(self, tasks: int | Sequence[int]) -> list[AdapterWeights] | list[list[AdapterWeights]]:
+        return _per_task(self.per_slot([tasks] if isinstance(tasks, int) else list(tasks)), isinstance(tasks, int))

@@ -11,6 +11,7 @@ from polyhistor.hypernet import (
     FullAdapterBank,
     KroneckerAdapterBank,
     apply_adapter,
+    apply_task_adapters,
     kron_scale,
 )
 from polyhistor.network import PASCAL_OUTPUTS, build_network
@@ -204,3 +205,35 @@ def test_generated_adapters_start_like_a_plain_adapter(bank_cls, rank):
                 assert torch.equal(apply_adapter(h, w), h)
     mean_std = sum(stds) / len(stds)
     assert ADAPTER_DOWN_STD * 0.7 < mean_std < ADAPTER_DOWN_STD * 1.3, mean_std
+
+
+@pytest.mark.parametrize("bank_cls", [FullAdapterBank, DecomposedAdapterBank, KroneckerAdapterBank])
+def test_per_slot_generation_applied_to_task_chunks_equals_one_adapter_per_task(bank_cls):
+    """``per_slot`` gives every slot's weights with a leading task dimension (what a stacked pass uses, no per-task
+    slicing); applied to a batch of task chunks it equals each task's own adapter on its chunk, values and gradients
+    (HyperFormer's generated layer norm included), and ``bank(tasks)`` is the same weights per task."""
+    slots = swin_slots()
+    kwargs = {"rank": 2} if bank_cls is not FullAdapterBank else {}
+    bank = bank_cls(slots, num_tasks=3, z=8, embed_dim=8, hidden_dim=16, **kwargs)
+    _randomise(bank)
+    bank.double()  # float64: the comparison is of the computation, not of float32 rounding orders
+    tasks = [2, 0, 1]
+    g = torch.Generator().manual_seed(3)
+    for slot in (0, len(slots) - 1):
+        h = torch.randn(2, 5, slots[slot].dim, generator=g, dtype=torch.float64).repeat(3, 1, 1)  # the same samples for each task
+        bank.zero_grad()
+        stacked = apply_task_adapters(h, bank.per_slot(tasks)[slot])
+        stacked.sin().sum().backward()
+        grads = [p.grad.clone() for p in bank.parameters() if p.grad is not None]
+        bank.zero_grad()
+        per_task = bank(tasks)
+        assert len(per_task) == 3 and per_task[0][slot].w_down.dim() == 2
+        looped = torch.cat([apply_adapter(c, per_task[i][slot]) for i, c in enumerate(h.chunk(3))])
+        looped.sin().sum().backward()
+        torch.testing.assert_close(stacked, looped, rtol=1e-10, atol=1e-10)
+        assert not torch.allclose(stacked[:2], stacked[2:4], atol=1e-4)  # same input, the tasks' adapters differ
+        assert grads and len(grads) == len([p for p in bank.parameters() if p.grad is not None])
+        for a, b in zip(grads, [p.grad for p in bank.parameters() if p.grad is not None]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    with pytest.raises(RuntimeError, match="does not split into 3 task chunks"):
+        apply_task_adapters(torch.randn(4, 5, slots[0].dim, dtype=torch.float64), bank.per_slot(tasks)[0])
