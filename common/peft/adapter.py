@@ -69,7 +69,8 @@ class TaskRouted(nn.Module):
     """One module per task (or one ``shared`` by all), chosen by the context's active task at call time.
 
     When the context runs tasks stacked, each task's module gets that task's chunk of the first argument: the
-    routed modules must act on rows independently (adapters and LoRA deltas do).
+    routed modules must act on rows independently (adapters and LoRA deltas do). A module type with a static
+    ``forward_tasks(modules, x)`` (Compacter's) gets every task's module and the whole stacked batch instead.
 
     ``shared=True`` is VL-Adapter's "single adapter" multi-task setting: one set of weights serves every task.
     """
@@ -89,6 +90,11 @@ class TaskRouted(nn.Module):
     def forward(self, *args, **kwargs):
         if self.shared:
             return self.module(*args, **kwargs)
+        stacked = self.ctx.stacked
+        if stacked is not None and len(stacked) > 1 and len(args) == 1 and not kwargs:
+            batched = getattr(type(self.per_task[stacked[0]]), "forward_tasks", None)
+            if batched is not None:  # the module type applies every task's weights to its chunk in one go
+                return batched([self.per_task[t] for t in stacked], args[0])
         # per task, or per task's chunk of the batch when the context runs tasks stacked (row-wise modules only)
         return self.ctx.per_chunk(args[0], lambda t, x: self.per_task[t](x, *args[1:], **kwargs))
 
