@@ -116,9 +116,9 @@ def apply_task_adapters(h: torch.Tensor, w: AdapterWeights, activation: str = "g
     x = h.reshape(t, -1, dim)
     z = activation_fn(activation)(torch.baddbmm(w.b_down.unsqueeze(1), x, w.w_down.transpose(1, 2)))
     out = torch.baddbmm(w.b_up.unsqueeze(1), z, w.w_up.transpose(1, 2))
-    if w.norm_weight is not None:
-        out = torch.addcmul(w.norm_bias.unsqueeze(1), F.layer_norm(out, (dim,), None, None, NORM_EPS),
-                            w.norm_weight.unsqueeze(1))
+    if w.norm_weight is not None:  # per task, with its affine map inside the norm: saves no normalised copy
+        out = torch.stack([F.layer_norm(o, (dim,), nw, nb, NORM_EPS)
+                           for o, nw, nb in zip(out.unbind(0), w.norm_weight.unbind(0), w.norm_bias.unbind(0))])
     return h + out.view(h.shape)
 
 
@@ -244,9 +244,8 @@ def sharing_groups(slots: Sequence[AdapterSlot], share: str) -> list[str]:
     return [f"l{s.layer}_p{s.position}" for s in slots]
 
 
-def _task_tensor(tasks: int | Sequence[int], device: torch.device) -> tuple[torch.Tensor, bool]:
-    single = isinstance(tasks, int)
-    return torch.tensor([tasks] if single else list(tasks), dtype=torch.long, device=device), single
+def _task_tensor(tasks: Sequence[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(list(tasks), dtype=torch.long, device=device)
 
 
 class _SharedGeneratorBank(nn.Module):
@@ -284,7 +283,7 @@ class _SharedGeneratorBank(nn.Module):
     def per_slot(self, tasks: Sequence[int]) -> list[AdapterWeights]:
         """Every slot's weights for ``tasks`` in one generation, each tensor with a leading task dimension (T, ...)."""
         self.calls += 1
-        ids, _ = _task_tensor(list(tasks), self.layers.device)
+        ids = _task_tensor(tasks, self.layers.device)
         cond = self.projector(ids, self.layers, self.positions)  # (T, S, z)
         out: list[AdapterWeights | None] = [None] * len(self.slots)
         for g, members in self._members.items():
@@ -387,7 +386,7 @@ class KroneckerAdapterBank(nn.Module):
     def per_slot(self, tasks: Sequence[int]) -> list[AdapterWeights]:
         """Every slot's weights for ``tasks`` in one generation, each tensor with a leading task dimension (T, ...)."""
         self.calls += 1
-        ids, _ = _task_tensor(list(tasks), self.scale_down[0].device)
+        ids = _task_tensor(tasks, self.scale_down[0].device)
         t = self.templates(ids)
         return [AdapterWeights(kron_scale(self.scale_down[i], t.w_down), kron_scale(self.scale_b_down[i], t.b_down),
                                kron_scale(self.scale_up[i], t.w_up), kron_scale(self.scale_b_up[i], t.b_up))

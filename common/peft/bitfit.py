@@ -83,7 +83,8 @@ def add_task_deltas(
 
 class StackedNormHook:
     """Forward hook of a layer norm with per-task weight / bias deltas: in a stacked pass, the output again with
-    each chunk's task's affine map (``norm(x) * (w + dw_t) + (b + db_t)``); otherwise nothing. A class, not a
+    each chunk's task's affine map (``norm(x) * (w + dw_t) + (b + db_t)``; the module's own output, made with the
+    original affine map, is discarded: a layer norm is a small part of a step); otherwise nothing. A class, not a
     closure, so ``copy.deepcopy`` of the model maps its context onto the copy's."""
 
     def __init__(self, ctx: TaskContext) -> None:
