@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.peft.adapter import activation_fn
+from common.peft.adapter import activation_fn, task_bottleneck_branches
 
 #: std of a plain adapter's down projection at init (common.peft.adapter.BottleneckAdapter); the banks match it
 ADAPTER_DOWN_STD = 0.02
@@ -109,15 +109,9 @@ def apply_task_adapters(h: torch.Tensor, w: AdapterWeights, activation: str = "g
     ``h`` is T equal chunks along its first dimension (a stacked pass; T = 1: one task), chunk ``t`` gets task
     ``t``'s adapter. Batched matrix products over the tasks: no per-task slicing of the generated tensors, whose
     backward would otherwise write each slice into a zero tensor of the whole generation."""
-    t, dim = w.w_down.shape[0], h.shape[-1]
-    if h.shape[0] % t:
-        raise RuntimeError(f"apply_task_adapters: a batch of {h.shape[0]} does not split into {t} task chunks "
-                           "(polyhistor/hypernet.py)")
-    x = h.reshape(t, -1, dim)
-    z = activation_fn(activation)(torch.baddbmm(w.b_down.unsqueeze(1), x, w.w_down.transpose(1, 2)))
-    out = torch.baddbmm(w.b_up.unsqueeze(1), z, w.w_up.transpose(1, 2))
+    out = task_bottleneck_branches(h, w.w_down, w.b_down, w.w_up, w.b_up, activation)
     if w.norm_weight is not None:  # per task, with its affine map inside the norm: saves no normalised copy
-        out = torch.stack([F.layer_norm(o, (dim,), nw, nb, NORM_EPS)
+        out = torch.stack([F.layer_norm(o, (h.shape[-1],), nw, nb, NORM_EPS)
                            for o, nw, nb in zip(out.unbind(0), w.norm_weight.unbind(0), w.norm_bias.unbind(0))])
     return h + out.view(h.shape)
 

@@ -39,6 +39,28 @@ def bottleneck_adapter(
     return h + F.linear(z, w_up, b_up)
 
 
+def task_bottleneck_branches(
+    h: torch.Tensor,
+    w_down: torch.Tensor,
+    b_down: torch.Tensor,
+    w_up: torch.Tensor,
+    b_up: torch.Tensor,
+    activation: str = "gelu",
+) -> torch.Tensor:
+    """The bottleneck branch ``W_up act(W_down h + b_down) + b_up`` of T tasks' adapters at once (no skip).
+
+    ``h``: T equal chunks along its first dimension (a stacked multi-task pass; T = 1: one task), chunk ``t`` for
+    task ``t``; weights with a leading task dimension in ``F.linear`` layout: ``w_down`` (T, bottleneck, dim),
+    ``w_up`` (T, dim, bottleneck), biases (T, width). Returns (T, rows per task, dim): batched matrix products over
+    the tasks instead of a loop over their chunks."""
+    t, dim = w_down.shape[0], h.shape[-1]
+    if h.shape[0] % t:
+        raise RuntimeError(f"a batch of {h.shape[0]} does not split into {t} task chunks (common/peft/adapter.py)")
+    x = h.reshape(t, -1, dim)
+    z = activation_fn(activation)(torch.baddbmm(b_down.unsqueeze(1), x, w_down.transpose(1, 2)))
+    return torch.baddbmm(b_up.unsqueeze(1), z, w_up.transpose(1, 2))
+
+
 def bottleneck_size(dim: int, reduction: float) -> int:
     """``dim / reduction`` rounded, at least 1 (the adapter's hidden width)."""
     if reduction <= 0:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.peft.adapter import activation_fn
+from common.peft.adapter import activation_fn, task_bottleneck_branches
 
 
 def phm_rules(n: int, std: float = 0.01) -> nn.Parameter:
@@ -82,16 +82,11 @@ class CompacterAdapter(nn.Module):
     def forward_tasks(adapters: Sequence[CompacterAdapter], h: torch.Tensor) -> torch.Tensor:
         """``adapters[t]`` on chunk ``t`` of ``h`` (T equal chunks along the first dimension, a stacked multi-task
         pass), every task's PHM weights built in one batched product instead of one small product per task."""
-        t, dim = len(adapters), h.shape[-1]
-        if h.shape[0] % t:
-            raise RuntimeError(f"CompacterAdapter.forward_tasks: a batch of {h.shape[0]} does not split into {t} "
-                               "task chunks (common/peft/compacter.py)")
-        x = h.reshape(t, -1, dim)
+        weights = []
         for name in ("down", "up"):
             layers = [getattr(a, name) for a in adapters]
             w = phm_weight(torch.stack([m.rules for m in layers]), torch.stack([m.left for m in layers]),
                            torch.stack([m.right for m in layers]))  # (T, in, out)
-            x = torch.baddbmm(torch.stack([m.bias for m in layers]).unsqueeze(1), x, w)
-            if name == "down":
-                x = activation_fn(adapters[0].activation)(x)
+            weights += [w.transpose(1, 2), torch.stack([m.bias for m in layers])]  # F.linear layout, biases
+        x = task_bottleneck_branches(h, *weights, activation=adapters[0].activation)
         return h + x.view(h.shape)
